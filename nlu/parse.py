@@ -1,0 +1,267 @@
+"""The NLU pipeline: one customer message in, a :class:`ParseResult` out.
+
+Order: normalise → keyword rules → encode → intent head → three-band decision → entities.
+Field names follow Rasa's parse result (``intent{name, confidence}``, ``intent_ranking``,
+``entities[{entity, value, start, end, confidence, extractor}]``) so Rasa clients adapt easily;
+``match{match_type, confidence}`` mirrors Dialogflow CX's ``QueryResult.match``.
+
+A button answer to a clarification arrives as the payload ``/<intent>`` (Rasa's convention) and
+resolves deterministically: no re-classification of the label text.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+import numpy as np
+
+from .decision import OOS
+from .encoders import Encoder
+from .entities import EntityExtractor
+from .intent import IntentModel
+from .normalize import Normalizer, detect_language, fold_width
+from .rules import KeywordRules, RuleContext
+
+DecisionKind = Literal["answer", "clarify", "out_of_scope", "rule"]
+MatchType = Literal["INTENT", "DIRECT_INTENT", "CLARIFY", "NO_MATCH", "KEYWORD_RULE"]
+OUT_OF_SCOPE_INTENT = "out_of_scope"
+
+CLARIFY_QUESTION = {"zh": "您是想问以下哪个问题？", "en": "Did you mean one of these?"}
+
+
+class IntentScore(msgspec.Struct):
+    name: str
+    confidence: float
+    label: str | None = None
+
+
+class Match(msgspec.Struct):
+    match_type: MatchType
+    confidence: float
+
+
+class ClarifyOption(msgspec.Struct):
+    intent: str
+    label: str
+    payload: str
+
+
+class Clarification(msgspec.Struct):
+    question: str
+    options: list[ClarifyOption]
+
+
+class RuleHit(msgspec.Struct):
+    rule_id: str
+    match: str
+    pattern: str
+    start: int
+    end: int
+    priority: int
+    response: str | None = None
+    article: str | None = None
+    intent: str | None = None
+
+
+class EntityOut(msgspec.Struct):
+    entity: str
+    value: object
+    text: str
+    start: int
+    end: int
+    confidence: float
+    extractor: str
+
+
+class Reply(msgspec.Struct):
+    text: str | None = None
+    article: str | None = None
+
+
+class ModelRef(msgspec.Struct):
+    name: str
+    version: str
+
+
+class ParseResult(msgspec.Struct):
+    text: str
+    normalized_text: str
+    language: str
+    intent: IntentScore
+    intent_ranking: list[IntentScore]
+    decision: DecisionKind
+    match: Match
+    clarification: Clarification | None
+    matched_rules: list[RuleHit]
+    entities: list[EntityOut]
+    response: Reply | None
+    model: ModelRef
+    timing_ms: dict[str, float]
+    conversation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ParseContext:
+    language: str | None = None
+    channel: str | None = None
+    visitor_tags: frozenset[str] = frozenset()
+    timestamp: datetime | None = None
+    conversation_id: str | None = None
+
+
+@dataclass
+class IntentMeta:
+    label: str
+    category: str | None = None
+    response: str | None = None
+
+
+@dataclass
+class NLUPipeline:
+    """Holds the loaded parts of one model bundle; ``parse`` is safe to call from many threads."""
+
+    model: IntentModel
+    encoder: Encoder
+    normalizer: Normalizer
+    rules: KeywordRules
+    entities: EntityExtractor
+    intents: dict[str, IntentMeta]
+    model_ref: ModelRef
+    ranking_size: int = 5
+    clarify_menus: dict[str, list[str]] = field(default_factory=dict)
+    _encode_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def warmup(self) -> None:
+        """Pay one-off costs (lazy regexes, OpenCC, first encoder call) before traffic arrives."""
+        self.parse("你好，我的订单DD2023112400001什么时候发货？明天下午三点前能到吗", ParseContext())
+        self.parse("hello, where is my order", ParseContext())
+
+    def _encode(self, text: str) -> np.ndarray:
+        with self._encode_lock:  # the C/numpy engines are single-threaded and not re-entrant
+            return self.encoder.encode([text], "query")
+
+    def parse(self, text: str, ctx: ParseContext) -> ParseResult:
+        t0 = time.perf_counter()
+        timing: dict[str, float] = {}
+        normalized = self.normalizer(text)
+        language = ctx.language or detect_language(normalized)
+        rule_ctx = RuleContext(ctx.channel, ctx.visitor_tags, ctx.timestamp)
+        hits = self.rules.match(normalized, rule_ctx)
+        t1 = time.perf_counter()
+        timing["rules"] = (t1 - t0) * 1000
+
+        direct = self._direct_intent(text.strip())
+        if direct is None:
+            emb = self._encode(normalized)
+            t2 = time.perf_counter()
+            timing["encode"] = (t2 - t1) * 1000
+            probs = self.model.predict_proba([normalized], emb)[0]
+            decision = self.model.decide(probs)
+            ranking = self._ranking(probs)
+            timing["classify"] = (time.perf_counter() - t2) * 1000
+        else:
+            ranking = [IntentScore(direct, 1.0, self._label(direct))]
+            decision = None
+        t3 = time.perf_counter()
+        entities = [EntityOut(e.entity, e.value, e.text, e.start, e.end, e.confidence, e.extractor)
+                    for e in self.entities.extract(fold_width(text), now=ctx.timestamp)]
+        timing["entities"] = (time.perf_counter() - t3) * 1000
+
+        rule_hits = [RuleHit(h.rule_id, h.match, h.pattern, h.start, h.end, h.priority, h.response,
+                             h.article, h.intent) for h in hits]
+        clarification = None
+        response: Reply | None = None
+        if direct is not None:
+            kind: DecisionKind = "answer"
+            intent = ranking[0]
+            match = Match("DIRECT_INTENT", 1.0)
+            response = self._intent_reply(direct)
+        elif rule_hits and (rule_hits[0].response or rule_hits[0].article or rule_hits[0].intent):
+            top_rule = rule_hits[0]
+            kind = "rule"
+            name = top_rule.intent or (decision.intent if decision.kind != "out_of_scope" else None)
+            conf = 1.0 if top_rule.intent else (decision.confidence if name else 0.0)
+            intent = IntentScore(name or OUT_OF_SCOPE_INTENT, round(conf, 4), self._label(name) if name else None)
+            match = Match("KEYWORD_RULE", 1.0)
+            response = Reply(top_rule.response, top_rule.article) if (top_rule.response or top_rule.article) \
+                else self._intent_reply(top_rule.intent)
+        elif decision.kind == "answer":
+            kind = "answer"
+            intent = IntentScore(decision.intent, round(decision.confidence, 4), self._label(decision.intent))
+            match = Match("INTENT", intent.confidence)
+            response = self._intent_reply(decision.intent)
+        elif decision.kind == "clarify":
+            kind = "clarify"
+            intent = IntentScore(decision.intent, round(decision.confidence, 4), self._label(decision.intent))
+            match = Match("CLARIFY", intent.confidence)
+            clarification = Clarification(
+                CLARIFY_QUESTION.get(language, CLARIFY_QUESTION["zh"]),
+                [ClarifyOption(name, self._label(name), f"/{name}")
+                 for name in self._clarify_options(decision.intent, decision.options)],
+            )
+        else:
+            kind = "out_of_scope"
+            intent = IntentScore(OUT_OF_SCOPE_INTENT, round(1.0 - decision.confidence, 4))
+            match = Match("NO_MATCH", intent.confidence)
+        timing["total"] = (time.perf_counter() - t0) * 1000
+        return ParseResult(
+            text=text,
+            normalized_text=normalized,
+            language=language,
+            intent=intent,
+            intent_ranking=ranking,
+            decision=kind,
+            match=match,
+            clarification=clarification,
+            matched_rules=rule_hits,
+            entities=entities,
+            response=response,
+            model=self.model_ref,
+            timing_ms={k: round(v, 3) for k, v in timing.items()},
+            conversation_id=ctx.conversation_id,
+        )
+
+    def _clarify_options(self, top: str | None, candidates: tuple[str, ...]) -> list[str]:
+        """The operator's guided menu for the top candidate's category, when one is configured and
+        most candidates share that category; otherwise the model's own candidates."""
+        meta = self.intents.get(top) if top else None
+        menu = self.clarify_menus.get(meta.category) if meta and meta.category else None
+        if not menu:
+            return list(candidates)
+        same = sum(1 for c in candidates if (m := self.intents.get(c)) and m.category == meta.category)
+        if same * 2 < len(candidates):
+            return list(candidates)
+        options = list(menu) if top in menu else [top, *menu]
+        return options[:4]
+
+    def _direct_intent(self, text: str) -> str | None:
+        if text.startswith("/") and text[1:] in self.intents:
+            return text[1:]
+        return None
+
+    def _label(self, name: str | None) -> str:
+        if name is None:
+            return ""
+        meta = self.intents.get(name)
+        return meta.label if meta else name
+
+    def _intent_reply(self, name: str | None) -> Reply | None:
+        meta = self.intents.get(name) if name else None
+        return Reply(meta.response) if meta and meta.response else None
+
+    def _ranking(self, probs: np.ndarray) -> list[IntentScore]:
+        order = np.argsort(-probs)
+        out: list[IntentScore] = []
+        for i in order:
+            name = self.model.classes_[i]
+            if name == OOS:
+                continue
+            out.append(IntentScore(name, round(float(probs[i]), 4), self._label(name)))
+            if len(out) >= self.ranking_size:
+                break
+        return out

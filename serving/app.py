@@ -1,0 +1,187 @@
+"""The litestar application: ``create_app(settings)`` builds it; nothing is built at import time.
+
+The lifespan loads the newest trained bundle for ``settings.bot`` (and warms it up) before the
+server accepts traffic; ``/readyz`` says 503 until a model is loaded. CPU-bound parsing runs in a
+worker thread (``sync_to_thread=True``) so the event loop keeps serving health checks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+import msgspec
+from litestar import Litestar, Request, get, post
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
+
+from lingxi.nlu.parse import ParseContext, ParseResult
+
+from .auth import KeyRing, require
+from .errors import EXCEPTION_HANDLERS, ApiError
+from .loading import ModelHolder
+from .settings import Settings
+
+log = logging.getLogger("lingxi.serving")
+
+
+class ParseRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """``text`` is required; everything else is optional context for rules and entities."""
+
+    text: str
+    language: str | None = msgspec.field(default=None)
+    channel: str | None = None
+    visitor_tags: list[str] = msgspec.field(default_factory=list)
+    timestamp: datetime | None = None
+    conversation_id: str | None = None
+
+
+class ModelInfo(msgspec.Struct):
+    bot: str
+    version: str
+    created_at: str
+    encoders: list[str]
+    intents: int
+    rules: int
+    thresholds: dict[str, float]
+    metrics: dict[str, float | None]
+    path: str
+
+
+_LANGUAGES = {"zh", "en"}
+
+
+def _validate(data: ParseRequest, settings: Settings) -> ParseContext:
+    if not data.text.strip():
+        raise ApiError(422, "empty_text", "`text` must contain at least one non-space character")
+    if len(data.text) > settings.max_text_chars:
+        raise ApiError(422, "text_too_long", f"`text` has {len(data.text)} characters; the limit is "
+                       f"{settings.max_text_chars}", {"limit": settings.max_text_chars})
+    if data.language is not None and data.language not in _LANGUAGES:
+        raise ApiError(422, "invalid_language", f"`language` must be one of {sorted(_LANGUAGES)}")
+    for name, value, limit in (("channel", data.channel, 64), ("conversation_id", data.conversation_id, 128)):
+        if value is not None and (not value.strip() or len(value) > limit):
+            raise ApiError(422, "invalid_field", f"`{name}` must be 1..{limit} characters")
+    if len(data.visitor_tags) > 50 or any(not t.strip() or len(t) > 64 for t in data.visitor_tags):
+        raise ApiError(422, "invalid_field", "`visitor_tags`: at most 50 tags of 1..64 characters")
+    return ParseContext(
+        language=data.language,
+        channel=data.channel,
+        visitor_tags=frozenset(data.visitor_tags),
+        timestamp=data.timestamp,
+        conversation_id=data.conversation_id,
+    )
+
+
+def _holder(state: State) -> ModelHolder:
+    return state.models
+
+
+@get("/healthz", sync_to_thread=False, include_in_schema=True, tags=["health"])
+def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@get("/readyz", sync_to_thread=False, tags=["health"])
+def readyz(state: State) -> dict[str, object]:
+    """Readiness: a model is loaded and warm."""
+    holder = _holder(state)
+    if holder.current is None:
+        raise ApiError(503, "not_ready", holder.last_error or "model is loading")
+    return {"status": "ready", "model": {"bot": holder.current.bundle.bot,
+                                         "version": holder.current.bundle.version}}
+
+
+@post("/v1/parse", sync_to_thread=True, guards=[require("read")], tags=["nlu"], status_code=200)
+def parse(data: ParseRequest, state: State) -> ParseResult:
+    """Understand one customer message: intent with confidence, decision, clarification, rules, entities."""
+    settings: Settings = state.settings
+    ctx = _validate(data, settings)
+    loaded = _holder(state).current
+    if loaded is None:
+        raise ApiError(503, "model_not_loaded", "no model is loaded yet; train one with `lingxi train`")
+    return loaded.pipeline.parse(data.text, ctx)
+
+
+def _info(holder: ModelHolder) -> ModelInfo:
+    loaded = holder.current
+    if loaded is None:
+        raise ApiError(503, "model_not_loaded", holder.last_error or "no model is loaded")
+    b = loaded.bundle
+    return ModelInfo(b.bot, b.version, b.created_at, [e.backend for e in b.encoders], len(b.intents),
+                     len(b.rules), b.intent_model.thresholds_.to_dict(), b.metrics, str(loaded.path))
+
+
+@get("/v1/model", sync_to_thread=False, guards=[require("read")], tags=["models"])
+def model_info(state: State) -> ModelInfo:
+    """The model being served."""
+    return _info(_holder(state))
+
+
+@post("/v1/admin/reload", sync_to_thread=True, guards=[require("admin")], tags=["models"], status_code=200)
+def reload_model(state: State) -> ModelInfo:
+    """Load the newest trained bundle; the current one keeps serving if that fails."""
+    holder = _holder(state)
+    before = holder.current.path if holder.current else None
+    holder.load_latest()
+    if holder.last_error and (holder.current is None or holder.current.path == before):
+        raise ApiError(409, "reload_failed", holder.last_error)
+    return _info(holder)
+
+
+def _request_too_large(request: Request, settings: Settings) -> None:  # pragma: no cover - hook
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > settings.max_body_bytes:
+        raise ApiError(413, "body_too_large", f"request body over {settings.max_body_bytes} bytes")
+
+
+def create_app(settings: Settings, holder: ModelHolder | None = None) -> Litestar:
+    """Build the app. ``holder`` may be injected (tests share one loaded model across apps)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        import anyio
+
+        if app.state.models.current is None:
+            await anyio.to_thread.run_sync(app.state.models.load_latest)
+        if app.state.models.current is None:
+            log.warning("no model loaded: %s", app.state.models.last_error)
+        if not app.state.keyring.enabled:
+            log.warning("no API keys configured: requests are accepted without a key "
+                        "(the server binds to loopback only)")
+        yield
+
+    import swagger_ui_bundle
+
+    assets = create_static_files_router(path="/schema-assets", directories=[swagger_ui_bundle.swagger_ui_path],
+                                        include_in_schema=False)
+    openapi = OpenAPIConfig(
+        title="Lingxi (灵犀) NLU API",
+        version="0.1.0",
+        path="/schema",
+        render_plugins=[SwaggerRenderPlugin(
+            js_url="/schema-assets/swagger-ui-bundle.js",
+            css_url="/schema-assets/swagger-ui.css",
+            standalone_preset_js_url="/schema-assets/swagger-ui-standalone-preset.js",
+            path=["/", "/swagger"],
+        )],
+    )
+    state = State({
+        "settings": settings,
+        "models": holder or ModelHolder(settings.models_path, settings.bot, settings.ranking_size),
+        "keyring": KeyRing(settings.api_keys),
+    })
+    return Litestar(
+        route_handlers=[healthz, readyz, parse, model_info, reload_model, assets],
+        state=state,
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=openapi,
+        request_max_body_size=settings.max_body_bytes,
+        debug=False,
+    )

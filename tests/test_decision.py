@@ -1,0 +1,44 @@
+import numpy as np
+
+from lingxi.nlu.decision import OOS, DecisionPolicy, Thresholds, decide, fit_thresholds
+
+CLASSES = ["a", "b", "c", OOS]
+
+
+def test_three_bands():
+    t = Thresholds(reject=0.3, answer=0.7, margin=0.1)
+    assert decide(np.array([0.9, 0.05, 0.03, 0.02]), CLASSES, t).kind == "answer"
+    clarify = decide(np.array([0.5, 0.4, 0.05, 0.05]), CLASSES, t)
+    assert clarify.kind == "clarify" and clarify.options == ("a", "b")
+    assert decide(np.array([0.2, 0.1, 0.1, 0.6]), CLASSES, t).kind == "out_of_scope"
+    # the explicit oos class never appears as an option or as the answer
+    assert OOS not in decide(np.array([0.35, 0.1, 0.05, 0.5]), CLASSES, t).options
+
+
+def test_fitted_reject_threshold_separates_in_scope_from_oos():
+    rng = np.random.default_rng(0)
+    n = 400
+    gold, rows = [], []
+    for i in range(n):
+        label = ["a", "b", "c"][i % 3]
+        p = rng.uniform(0.6, 0.95)
+        row = np.full(4, (1 - p) / 3)
+        row[CLASSES.index(label)] = p
+        rows.append(row)
+        gold.append(label)
+    for _ in range(n // 2):
+        row = rng.dirichlet([1, 1, 1, 1]) * 0.4
+        row[3] += 1 - row.sum()
+        rows.append(row)
+        gold.append(OOS)
+    t = fit_thresholds(np.array(rows), CLASSES, gold, DecisionPolicy(oos_prior=0.3))
+    in_scope_max = max(r[:3].max() for r, g in zip(rows, gold, strict=True) if g == OOS)
+    assert in_scope_max < t.reject <= 0.6 + 1e-6
+    assert t.answer >= t.reject
+
+
+def test_without_oos_rows_the_reject_threshold_keeps_most_right_answers():
+    probs = np.array([[0.9, 0.05, 0.05, 0.0]] * 50 + [[0.4, 0.35, 0.25, 0.0]] * 50)
+    gold = ["a"] * 100
+    t = fit_thresholds(probs, CLASSES, gold, DecisionPolicy(in_scope_retention=0.99))
+    assert t.reject <= 0.4

