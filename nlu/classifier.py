@@ -19,7 +19,6 @@ from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
-from sklearn.preprocessing import normalize as l2_normalize
 from sklearn.utils.validation import check_is_fitted
 
 
@@ -38,7 +37,10 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
 
     def logits(self, X) -> np.ndarray:
         check_is_fitted(self, "model_")
-        z = self.model_.decision_function(X)
+        # X @ coef.T + b directly: decision_function's input validation costs more than the product
+        z = np.asarray(X @ self.model_.coef_.T) + self.model_.intercept_
+        if z.shape[1] == 1:
+            z = z[:, 0]
         if z.ndim == 1:  # binary case: sklearn returns one column
             z = np.stack([-z, z], axis=1) / 2.0
         return np.asarray(z, dtype=np.float64)
@@ -85,17 +87,13 @@ class CentroidHead(ClassifierMixin, BaseEstimator):
         self.temperature = temperature
 
     def _dense(self, X) -> np.ndarray:
-        if hasattr(X, "toarray"):
-            X = X[:, : self.dense_dim].toarray() if self.dense_dim else X.toarray()
-        elif self.dense_dim:
-            X = X[:, : self.dense_dim]
-        return l2_normalize(np.asarray(X, dtype=np.float32))
+        return _dense_part(X, self.dense_dim)
 
     def fit(self, X, y) -> CentroidHead:
         X = self._dense(X)
         y = np.asarray(y)
         self.classes_ = np.unique(y)
-        self.centroids_ = l2_normalize(np.stack([X[y == c].mean(axis=0) for c in self.classes_]))
+        self.centroids_ = _dense_part(np.stack([X[y == c].mean(axis=0) for c in self.classes_]), None)
         return self
 
     def logits(self, X) -> np.ndarray:
@@ -126,28 +124,22 @@ class LogRegKnnHead(ClassifierMixin, BaseEstimator):
         self.temperature = temperature
 
     def _dense(self, X) -> np.ndarray:
-        if hasattr(X, "toarray"):
-            X = X[:, : self.dense_dim].toarray() if self.dense_dim else X.toarray()
-        elif self.dense_dim:
-            X = X[:, : self.dense_dim]
-        return l2_normalize(np.asarray(X, dtype=np.float32))
+        return _dense_part(X, self.dense_dim)
 
     def fit(self, X, y) -> LogRegKnnHead:
         self.logreg_ = LogRegHead(C=self.C, max_iter=self.max_iter).fit(X, y)
         self.classes_ = self.logreg_.classes_
-        y = np.asarray(y)
-        self.examples_ = self._dense(X)
-        self.example_class_ = np.searchsorted(self.classes_, y)
+        # examples sorted by class, so each class's best cosine is one reduceat over a slice
+        cls = np.searchsorted(self.classes_, np.asarray(y))
+        order = np.argsort(cls, kind="stable")
+        self.examples_ = self._dense(X)[order]
+        self.class_starts_ = np.searchsorted(cls[order], np.arange(len(self.classes_)))
         return self
 
     def knn_proba(self, X) -> np.ndarray:
         check_is_fitted(self, "examples_")
         sims = self._dense(X) @ self.examples_.T
-        best = np.full((sims.shape[0], len(self.classes_)), -1.0, dtype=np.float32)
-        for c in range(len(self.classes_)):
-            cols = self.example_class_ == c
-            if cols.any():
-                best[:, c] = sims[:, cols].max(axis=1)
+        best = np.maximum.reduceat(sims, self.class_starts_, axis=1)
         return softmax(self.scale * best.astype(np.float64), axis=1)
 
     def logits(self, X) -> np.ndarray:
@@ -156,6 +148,18 @@ class LogRegKnnHead(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         return softmax(self.logits(X) / self.temperature, axis=1)
+
+
+def _dense_part(X, dense_dim: int | None) -> np.ndarray:
+    """The L2-normalised embedding columns of a feature matrix (dense or CSR)."""
+    if hasattr(X, "toarray"):
+        X = X[:, :dense_dim].toarray() if dense_dim else X.toarray()
+    elif dense_dim:
+        X = X[:, :dense_dim]
+    X = np.asarray(X, dtype=np.float32)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return X / norms
 
 
 HEADS: dict[str, Callable[..., object]] = {

