@@ -25,6 +25,7 @@ WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 OOS_LABEL = "oos"
+VAGUE_PREFIX = "clarify:"  # must equal lingxi.nlu.decision.VAGUE_PREFIX
 
 
 class _Spec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -73,10 +74,12 @@ class EntityPatternSpec(_Spec):
 
 class CategorySpec(_Spec):
     """An intent category; ``clarify`` is the operator's guided question menu for vague messages
-    of this category (美洽's 引导问题): which intents to offer, in this order."""
+    of this category (美洽's 引导问题): which intents to offer, in this order. ``examples`` are
+    such vague messages; they train a class ``clarify:<name>`` that triggers the menu."""
 
     name: str
     clarify: list[str] = msgspec.field(default_factory=list)
+    examples: list[str] = msgspec.field(default_factory=list)  # vague messages: "账号有点问题"
 
 
 class HeldoutExample(_Spec):
@@ -147,6 +150,9 @@ class Domain:
         for spec in self.intents:
             texts.extend(spec.examples)
             labels.extend([spec.name] * len(spec.examples))
+        for cat in self.categories:
+            texts.extend(cat.examples)
+            labels.extend([f"{VAGUE_PREFIX}{cat.name}"] * len(cat.examples))
         texts.extend(self.out_of_scope)
         labels.extend([OOS_LABEL] * len(self.out_of_scope))
         return texts, labels
@@ -292,6 +298,8 @@ def load_domain(root: str | Path) -> Domain:
             problems.append(Problem(file, line, f"rule {rule.id!r} refers to unknown intent {rule.intent!r}"))
     for cat in categories:
         file, line = locations[f"category:{cat.name}"]
+        if cat.examples and not cat.clarify:
+            problems.append(Problem(file, line, f"category {cat.name!r} has vague examples but no clarify menu"))
         for name in cat.clarify:
             if name not in known:
                 problems.append(Problem(file, line, f"category {cat.name!r}: clarify option {name!r} is not an intent"))

@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
 from lingxi.datasets.public import OOS, IntentDataset, IntentRow, load_intent_dataset
+from lingxi.nlu.decision import in_scope_ranking
 from lingxi.nlu.encoders import Encoder, build_encoders
 from lingxi.nlu.intent import IntentModel
 from lingxi.nlu.normalize import Normalizer
@@ -45,8 +46,8 @@ def predict_rows(model: IntentModel, texts: Sequence[str], embeddings: np.ndarra
     out: list[PredictionRow] = []
     for row in probs:
         d = model.decide(row)
-        ranking = [(c, p) for c, p in zip(model.classes_, row, strict=True) if c != OOS]
-        top, conf = max(ranking, key=lambda cp: cp[1]) if ranking else (OOS, 0.0)
+        ranking = in_scope_ranking(row, model.classes_)
+        top, conf = ranking[0] if ranking else (OOS, 0.0)
         predicted = OOS if d.kind == "out_of_scope" else (d.intent or top)
         out.append(PredictionRow(top, float(conf), d.kind, predicted, d.options))
     return out

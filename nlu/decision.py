@@ -21,6 +21,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 OOS = "oos"
+VAGUE_PREFIX = "clarify:"  # class "clarify:账户" = vague messages about that category
+
+
+def is_intent(label: str) -> bool:
+    """Real intents, as opposed to the helper classes ``oos`` and ``clarify:<category>``."""
+    return label != OOS and not label.startswith(VAGUE_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -54,11 +60,12 @@ class Decision:
     intent: str | None
     confidence: float
     options: tuple[str, ...] = ()
+    category: str | None = None  # set when the message was recognised as a vague one of a category
 
 
 def in_scope_ranking(probs: np.ndarray, classes: Sequence[str]) -> list[tuple[str, float]]:
     order = np.argsort(-probs)
-    return [(classes[i], float(probs[i])) for i in order if classes[i] != OOS]
+    return [(classes[i], float(probs[i])) for i in order if is_intent(classes[i])]
 
 
 def decide(probs: np.ndarray, classes: Sequence[str], t: Thresholds) -> Decision:
@@ -68,6 +75,12 @@ def decide(probs: np.ndarray, classes: Sequence[str], t: Thresholds) -> Decision
         return Decision("out_of_scope", None, 0.0)
     top, p1 = ranking[0]
     p2 = ranking[1][1] if len(ranking) > 1 else 0.0
+    vague = [(c, float(p)) for c, p in zip(classes, probs, strict=True) if c.startswith(VAGUE_PREFIX)]
+    if vague:
+        label, p_vague = max(vague, key=lambda cp: cp[1])
+        if p_vague >= t.reject and p_vague > p1:
+            options = tuple(name for name, _ in ranking[: t.max_options])
+            return Decision("clarify", top, p1, options, category=label[len(VAGUE_PREFIX):])
     if p1 < t.reject:
         return Decision("out_of_scope", None, p1)
     if p1 >= t.answer and p1 - p2 >= t.margin:
@@ -81,8 +94,9 @@ def decide(probs: np.ndarray, classes: Sequence[str], t: Thresholds) -> Decision
 def _top2(probs: np.ndarray, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per row: top in-scope index, p1, p2, and the rank order of in-scope classes."""
     masked = probs.copy()
-    if OOS in classes:
-        masked[:, list(classes).index(OOS)] = -1.0
+    for j, c in enumerate(classes):
+        if not is_intent(c):
+            masked[:, j] = -1.0
     order = np.argsort(-masked, axis=1)
     rows = np.arange(len(probs))
     p1 = masked[rows, order[:, 0]]
@@ -101,6 +115,8 @@ def fit_thresholds(
     classes = list(classes)
     gold = np.asarray(gold)
     probs = np.asarray(probs, dtype=np.float64)
+    rows = np.array([not str(g).startswith(VAGUE_PREFIX) for g in gold], dtype=bool)
+    gold, probs = gold[rows], probs[rows]  # vague examples have no right intent to score
     top, p1, p2, order = _top2(probs, classes)
     pred = np.asarray(classes)[top]
     is_oos = gold == OOS
@@ -128,7 +144,7 @@ def fit_thresholds(
     in_options = np.zeros(len(gold), dtype=bool)
     class_arr = np.asarray(classes)
     for i in np.where(keep)[0]:
-        opts = [c for c in class_arr[order[i, : policy.max_options]] if c != OOS]
+        opts = [c for c in class_arr[order[i, : policy.max_options]] if is_intent(c)]
         in_options[i] = gold[i] in opts
     grid_t = np.unique(np.quantile(p1[keep], np.linspace(0, 1, 41))) if keep.any() else np.array([best_reject])
     grid_m = np.array([0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4])

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .classifier import build_head, fit_temperature
-from .decision import OOS, Decision, DecisionPolicy, Thresholds, decide, fit_thresholds
+from .decision import Decision, DecisionPolicy, Thresholds, decide, fit_thresholds, is_intent
 from .features import TextFeaturizer
 
 
@@ -64,8 +64,7 @@ class IntentModel:
         """
         index = {c: i for i, c in enumerate(self.classes_)}
         y_index = np.array([index.get(g, -1) for g in gold])
-        in_scope = np.array([g != OOS for g in gold])
-        self.temperature_ = fit_temperature(logits[in_scope | (y_index >= 0)], y_index[in_scope | (y_index >= 0)])
+        self.temperature_ = fit_temperature(logits, y_index)  # rows of unknown labels are skipped
         probs = self._softmax(logits)
         self.thresholds_ = fit_thresholds(probs, self.classes_, list(gold), self.policy)
         return self
@@ -85,4 +84,4 @@ class IntentModel:
 
     @property
     def intents(self) -> list[str]:
-        return [c for c in self.classes_ if c != OOS]
+        return [c for c in self.classes_ if is_intent(c)]

@@ -20,7 +20,7 @@ from typing import Literal
 import msgspec
 import numpy as np
 
-from .decision import OOS
+from .decision import is_intent
 from .encoders import Encoder
 from .entities import EntityExtractor
 from .intent import IntentModel
@@ -202,7 +202,7 @@ class NLUPipeline:
             clarification = Clarification(
                 CLARIFY_QUESTION.get(language, CLARIFY_QUESTION["zh"]),
                 [ClarifyOption(name, self._label(name), f"/{name}")
-                 for name in self._clarify_options(decision.intent, decision.options)],
+                 for name in self._clarify_options(decision.intent, decision.options, decision.category)],
             )
         else:
             kind = "out_of_scope"
@@ -226,9 +226,11 @@ class NLUPipeline:
             conversation_id=ctx.conversation_id,
         )
 
-    def _clarify_options(self, top: str | None, candidates: tuple[str, ...]) -> list[str]:
-        """The operator's guided menu for the top candidate's category, when one is configured and
-        most candidates share that category; otherwise the model's own candidates."""
+    def _clarify_options(self, top: str | None, candidates: tuple[str, ...], category: str | None) -> list[str]:
+        """The operator's guided menu of the recognised vague category, or of the top candidate's
+        category when most candidates share it; otherwise the model's own candidates."""
+        if category and self.clarify_menus.get(category):
+            return self.clarify_menus[category][:4]
         meta = self.intents.get(top) if top else None
         menu = self.clarify_menus.get(meta.category) if meta and meta.category else None
         if not menu:
@@ -259,7 +261,7 @@ class NLUPipeline:
         out: list[IntentScore] = []
         for i in order:
             name = self.model.classes_[i]
-            if name == OOS:
+            if not is_intent(name):
                 continue
             out.append(IntentScore(name, round(float(probs[i]), 4), self._label(name)))
             if len(out) >= self.ranking_size:

@@ -42,3 +42,13 @@ def test_without_oos_rows_the_reject_threshold_keeps_most_right_answers():
     gold = ["a"] * 100
     t = fit_thresholds(probs, CLASSES, gold, DecisionPolicy(in_scope_retention=0.99))
     assert t.reject <= 0.4
+
+
+def test_a_vague_class_triggers_clarification_with_its_category():
+    classes = ["a", "b", "clarify:账户", OOS]
+    t = Thresholds(reject=0.3, answer=0.7, margin=0.1)
+    d = decide(np.array([0.2, 0.1, 0.65, 0.05]), classes, t)
+    assert d.kind == "clarify" and d.category == "账户"
+    assert "clarify:账户" not in d.options and d.intent == "a"
+    # a clear message is still answered even though the vague class exists
+    assert decide(np.array([0.9, 0.02, 0.05, 0.03]), classes, t).kind == "answer"

@@ -66,3 +66,11 @@ def test_ranking_and_timing_are_reported(demo_pipeline):
     assert confidences == sorted(confidences, reverse=True)
     assert {"encode", "classify", "total"} <= set(result.timing_ms)
     assert result.model.name == "demo-shop"
+
+
+def test_other_vague_messages_get_their_categorys_guided_menu(demo_pipeline):
+    # none of these texts is in the training files (checked by test_domain's overlap test for eval files)
+    for text, expected in (("订单有问题", "查询订单"), ("付款有问题", "支付失败")):
+        result = demo_pipeline.parse(text, ParseContext())
+        assert result.decision == "clarify", (text, result.intent_ranking[:3])
+        assert expected in [o.label for o in result.clarification.options]
