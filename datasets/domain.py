@@ -1,8 +1,8 @@
 """Domain files: a bot's intents, keyword rules and entity patterns as YAML, with typed validation.
 
 A domain is a folder of ``*.yml`` files; every file may hold any of the top-level keys below and
-the loader merges them (like Rasa's data folders). ``eval/`` is reserved for held-out data that
-training never reads: ``eval/heldout.yml`` (``examples: [{text, intent}]``) and ``eval/oos.yml``
+the loader merges them (like Rasa's data folders). ``flows/`` and ``tests/`` belong to the dialogue
+manager. ``eval/`` is reserved for held-out data that training never reads: ``eval/heldout.yml`` (``examples: [{text, intent}]``) and ``eval/oos.yml``
 (``out_of_scope: [...]``).
 
 Errors name the file and line, e.g. ``intents.yml:42: rules[3].patterns[0]: bad regex``, so an
@@ -217,9 +217,13 @@ def _parse_file(path: Path, display: str) -> tuple[DomainFile, yaml.Node | None]
         raise DomainError([Problem(display, line, f"{where}: {message}" if where else message)]) from None
 
 
+RESERVED_SUBFOLDERS = ("eval", "flows", "tests")  # read by their own loaders, not as domain files
+
+
 def _yaml_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*.yml") if "eval" not in p.relative_to(root).parts[:-1]) + sorted(
-        p for p in root.rglob("*.yaml") if "eval" not in p.relative_to(root).parts[:-1]
+    return sorted(
+        p for p in (*root.rglob("*.yml"), *root.rglob("*.yaml"))
+        if not set(p.relative_to(root).parts[:-1]) & set(RESERVED_SUBFOLDERS)
     )
 
 
