@@ -37,6 +37,7 @@ class IntentDataset:
     rows: list[IntentRow]
     source: str
     kfold: int | None = None  # evaluate by seeded stratified k-fold over all rows (no test split)
+    skipped: tuple[str, ...] = ()  # bad source lines left out, each as "file:line: reason"
     train_split: str = "train"
     val_split: str | None = "val"
     test_split: str = "test"
@@ -69,7 +70,7 @@ def datasets_root(explicit: str | Path | None = None) -> Path:
     return candidates[0] if explicit else repo.parent / "shared" / "datasets"
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path, skipped: list[str] | None = None) -> list[dict]:
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
     out: list[dict] = []
@@ -80,62 +81,89 @@ def read_jsonl(path: Path) -> list[dict]:
             try:
                 obj = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise DatasetError(f"{path}:{lineno}: not a JSON line ({exc})") from None
+                problem = f"{path}:{lineno}: not a JSON line ({exc})"
+                if skipped is None:
+                    raise DatasetError(problem) from None
+                skipped.append(problem)
+                continue
             if not isinstance(obj, dict):
-                raise DatasetError(f"{path}:{lineno}: expected a JSON object")
+                if skipped is None:
+                    raise DatasetError(f"{path}:{lineno}: expected a JSON object")
+                skipped.append(f"{path}:{lineno}: expected a JSON object")
+                continue
             obj["_line"] = lineno
             out.append(obj)
     return out
 
 
 def _rows(path: Path, text_key: str = "text", intent_of: Callable[[dict], str] | None = None,
-          keep: Callable[[dict], bool] | None = None, split_of: Callable[[dict], str] | None = None) -> list[IntentRow]:
+          keep: Callable[[dict], bool] | None = None, split_of: Callable[[dict], str] | None = None,
+          skipped: list[str] | None = None) -> list[IntentRow]:
+    """Rows of a JSONL file; a bad row raises naming file and line, or is recorded in ``skipped``."""
     rows: list[IntentRow] = []
-    for obj in read_jsonl(path):
-        if keep and not keep(obj):
+    for obj in read_jsonl(path, skipped):
+        try:
+            row = _row(path, obj, text_key, intent_of, keep, split_of)
+        except DatasetError as exc:
+            if skipped is None:
+                raise
+            skipped.append(str(exc))
             continue
-        text = obj.get(text_key)
-        intent = intent_of(obj) if intent_of else obj.get("intent")
-        split = split_of(obj) if split_of else obj.get("split")
-        if not isinstance(text, str) or not text.strip():
-            raise DatasetError(f"{path}:{obj['_line']}: `{text_key}` must be a non-empty string")
-        if not isinstance(intent, str) or not intent:
-            raise DatasetError(f"{path}:{obj['_line']}: `intent` must be a non-empty string")
-        if not isinstance(split, str):
-            raise DatasetError(f"{path}:{obj['_line']}: `split` must be a string")
-        rows.append(IntentRow(text, intent, split))
+        if row is not None:
+            rows.append(row)
     return rows
+
+
+def _row(path: Path, obj: dict, text_key: str, intent_of, keep, split_of) -> IntentRow | None:
+    if keep and not keep(obj):
+        return None
+    text = obj.get(text_key)
+    intent = intent_of(obj) if intent_of else obj.get("intent")
+    split = split_of(obj) if split_of else obj.get("split")
+    if not isinstance(text, str) or not text.strip():
+        raise DatasetError(f"{path}:{obj['_line']}: `{text_key}` must be a non-empty string")
+    if not isinstance(intent, str) or not intent:
+        raise DatasetError(f"{path}:{obj['_line']}: `intent` must be a non-empty string")
+    if not isinstance(split, str):
+        raise DatasetError(f"{path}:{obj['_line']}: `split` must be a string")
+    return IntentRow(text, intent, split)
 
 
 def load_clinc150(root: Path) -> IntentDataset:
     path = root / "clinc150" / "clinc150.jsonl"
-    rows = _rows(path, intent_of=lambda o: OOS if o.get("is_oos") else o["intent"])
-    return IntentDataset("clinc150", rows, str(path))
+    bad: list[str] = []
+    rows = _rows(path, intent_of=lambda o: OOS if o.get("is_oos") else o.get("intent"), skipped=bad)
+    return IntentDataset("clinc150", rows, str(path), skipped=tuple(bad))
 
 
 def load_banking77(root: Path) -> IntentDataset:
     path = root / "banking77" / "banking77.jsonl"
-    return IntentDataset("banking77", _rows(path), str(path), val_split=None)
+    bad: list[str] = []
+    return IntentDataset("banking77", _rows(path, skipped=bad), str(path), val_split=None, skipped=tuple(bad))
 
 
 def load_banking77_oos(root: Path) -> IntentDataset:
     path = root / "banking77-oos" / "banking77_oos.jsonl"
     # Standard protocol: train on in-scope rows only; OOS rows of val calibrate, of test measure.
-    rows = [r for r in _rows(path) if not (r.split == "train" and r.intent == OOS)]
-    return IntentDataset("banking77-oos", rows, str(path))
+    bad: list[str] = []  # the source has one empty `text` row (train, change_pin): skipped and reported
+    rows = [r for r in _rows(path, skipped=bad) if not (r.split == "train" and r.intent == OOS)]
+    return IntentDataset("banking77-oos", rows, str(path), skipped=tuple(bad))
 
 
 def load_smp2017(root: Path) -> IntentDataset:
     path = root / "smp2017-ecdt-task1" / "smp2017_task1.jsonl"
-    return IntentDataset("smp2017-ecdt-task1", _rows(path), str(path), kfold=5, val_split=None)
+    bad: list[str] = []
+    return IntentDataset("smp2017-ecdt-task1", _rows(path, skipped=bad), str(path), kfold=5, val_split=None,
+                         skipped=tuple(bad))
 
 
 def load_xsid_zh(root: Path) -> IntentDataset:
     """xSID has no training split: train on the 300 ``val`` rows (zh), report on ``test``."""
     path = root / "xsid-zh" / "xsid_zh_en.jsonl"
+    bad: list[str] = []
     rows = _rows(path, keep=lambda o: o.get("lang") == "zh",
-                 split_of=lambda o: "train" if o.get("split") == "val" else o.get("split"))
-    return IntentDataset("xsid-zh", rows, str(path), val_split=None)
+                 split_of=lambda o: "train" if o.get("split") == "val" else o.get("split"), skipped=bad)
+    return IntentDataset("xsid-zh", rows, str(path), val_split=None, skipped=tuple(bad))
 
 
 PUBLIC_INTENT_SETS: dict[str, Callable[[Path], IntentDataset]] = {
@@ -148,7 +176,8 @@ PUBLIC_INTENT_SETS: dict[str, Callable[[Path], IntentDataset]] = {
 }
 
 
-def load_intent_dataset(name_or_path: str, datasets_dir: str | Path | None = None) -> IntentDataset:
+def load_intent_dataset(name_or_path: str, datasets_dir: str | Path | None = None,
+                        skip_bad_lines: bool = False) -> IntentDataset:
     """A named public set, or a JSONL file with ``text``, ``intent`` (``oos`` = out of scope), ``split``."""
     if name_or_path in PUBLIC_INTENT_SETS:
         root = datasets_root(datasets_dir)
@@ -160,11 +189,13 @@ def load_intent_dataset(name_or_path: str, datasets_dir: str | Path | None = Non
         raise DatasetError(
             f"{path}: no such file, and not a known dataset name ({', '.join(sorted(PUBLIC_INTENT_SETS))})"
         )
-    rows = _rows(path)
+    bad: list[str] = []
+    rows = _rows(path, skipped=bad if skip_bad_lines else None)
     splits = {r.split for r in rows}
     unknown = splits - {"train", "val", "test"}
     if unknown:
         raise DatasetError(f"{path}: unknown split(s) {sorted(unknown)}; use train, val, test")
     if "train" not in splits or "test" not in splits:
         raise DatasetError(f"{path}: needs rows with split `train` and `test`")
-    return IntentDataset(path.stem, rows, str(path), val_split="val" if "val" in splits else None)
+    return IntentDataset(path.stem, rows, str(path), val_split="val" if "val" in splits else None,
+                         skipped=tuple(bad))

@@ -90,10 +90,11 @@ def run_intent_eval(
     folds: int | None = None,
     encoder: Encoder | None = None,
     train_oos: bool = False,
+    skip_bad_lines: bool = False,
 ) -> dict:
     config = config or TrainConfig()
     config.seed = seed
-    data: IntentDataset = load_intent_dataset(dataset, datasets_dir)
+    data: IntentDataset = load_intent_dataset(dataset, datasets_dir, skip_bad_lines)
     normalizer = Normalizer(config.normalizer)
     encoder = encoder or build_encoders(config.encoders)
     started = time.perf_counter()
@@ -139,6 +140,7 @@ def run_intent_eval(
         "seed": seed,
         "n_train": n_train,
         "train_oos": train_oos,
+        "skipped_lines": list(data.skipped),
         "model": {
             "encoder": encoder.name,
             "encoders": [asdict(e) for e in config.encoders],

@@ -11,9 +11,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 
 import msgspec
-from litestar import Litestar, Request, get, post
+from litestar import Litestar, get, post
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -23,7 +24,7 @@ from lingxi.nlu.parse import ParseContext, ParseResult
 
 from .auth import KeyRing, require
 from .errors import EXCEPTION_HANDLERS, ApiError
-from .loading import ModelHolder
+from .loading import LocalSource, ModelHolder, RegistrySource
 from .settings import Settings
 
 log = logging.getLogger("lingxi.serving")
@@ -93,8 +94,11 @@ def readyz(state: State) -> dict[str, object]:
     holder = _holder(state)
     if holder.current is None:
         raise ApiError(503, "not_ready", holder.last_error or "model is loading")
-    return {"status": "ready", "model": {"bot": holder.current.bundle.bot,
-                                         "version": holder.current.bundle.version}}
+    cur = holder.current
+    return {"status": "ready" if cur.source != "cache" else "degraded",
+            "model": {"bot": cur.bundle.bot, "version": cur.bundle.version, "source": cur.source,
+                      "registry_version": cur.registry_version},
+            "detail": holder.last_error}
 
 
 @post("/v1/parse", sync_to_thread=True, guards=[require("read")], tags=["nlu"], status_code=200)
@@ -123,6 +127,25 @@ def model_info(state: State) -> ModelInfo:
     return _info(_holder(state))
 
 
+@get("/v1/models", sync_to_thread=True, guards=[require("read")], tags=["models"])
+def models_overview(state: State) -> dict[str, object]:
+    """What is loaded, where it came from, and (registry mode) the registered versions and aliases."""
+    holder = _holder(state)
+    cur = holder.current
+    loaded = None if cur is None else {
+        "bot": cur.bundle.bot, "version": cur.bundle.version, "source": cur.source,
+        "registry_version": cur.registry_version, "path": str(cur.path)}
+    out: dict[str, object] = {"loaded": loaded, "source": holder.source.describe(), "last_error": holder.last_error}
+    registry = getattr(holder.source, "_registry", None)
+    if registry is not None:
+        try:
+            out["registered_versions"] = registry.versions(holder.bot)
+            out["promotion_log"] = [e.__dict__ for e in registry.history(holder.bot)]
+        except Exception as exc:  # noqa: BLE001 - the registry may be down; report, don't fail
+            out["registry_error"] = str(exc)
+    return out
+
+
 @post("/v1/admin/reload", sync_to_thread=True, guards=[require("admin")], tags=["models"], status_code=200)
 def reload_model(state: State) -> ModelInfo:
     """Load the newest trained bundle; the current one keeps serving if that fails."""
@@ -134,10 +157,22 @@ def reload_model(state: State) -> ModelInfo:
     return _info(holder)
 
 
-def _request_too_large(request: Request, settings: Settings) -> None:  # pragma: no cover - hook
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > settings.max_body_bytes:
-        raise ApiError(413, "body_too_large", f"request body over {settings.max_body_bytes} bytes")
+async def _follow_alias(holder: ModelHolder, every: float) -> None:
+    """Poll the registry alias; a moved alias is loaded and warmed in a thread, then swapped in."""
+    import anyio
+
+    while True:
+        await anyio.sleep(every)
+        await anyio.to_thread.run_sync(holder.load_latest)
+
+
+def _model_source(settings: Settings):
+    if settings.model_source == "registry":
+        from lingxi.training.registry import Registry
+
+        return RegistrySource(lambda: Registry(settings.tracking_uri), settings.bot, settings.model_alias,
+                              Path(settings.home) / "registry-cache")
+    return LocalSource(settings.models_path, settings.bot)
 
 
 def create_app(settings: Settings, holder: ModelHolder | None = None) -> Litestar:
@@ -147,14 +182,19 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> Litesta
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         import anyio
 
-        if app.state.models.current is None:
-            await anyio.to_thread.run_sync(app.state.models.load_latest)
-        if app.state.models.current is None:
-            log.warning("no model loaded: %s", app.state.models.last_error)
+        holder: ModelHolder = app.state.models
+        if holder.current is None:
+            await anyio.to_thread.run_sync(holder.load_latest)
+        if holder.current is None:
+            log.warning("no model loaded: %s", holder.last_error)
         if not app.state.keyring.enabled:
             log.warning("no API keys configured: requests are accepted without a key "
                         "(the server binds to loopback only)")
-        yield
+        async with anyio.create_task_group() as tg:
+            if settings.model_source == "registry" and settings.registry_poll_seconds > 0:
+                tg.start_soon(_follow_alias, holder, settings.registry_poll_seconds)
+            yield
+            tg.cancel_scope.cancel()
 
     import swagger_ui_bundle
 
@@ -173,11 +213,12 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> Litesta
     )
     state = State({
         "settings": settings,
-        "models": holder or ModelHolder(settings.models_path, settings.bot, settings.ranking_size),
+        "models": holder or ModelHolder(settings.models_path, settings.bot, settings.ranking_size,
+                                        _model_source(settings)),
         "keyring": KeyRing(settings.api_keys),
     })
     return Litestar(
-        route_handlers=[healthz, readyz, parse, model_info, reload_model, assets],
+        route_handlers=[healthz, readyz, parse, model_info, models_overview, reload_model, assets],
         state=state,
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -69,7 +69,8 @@ def cmd_train(args) -> int:
     models_dir = Path(args.models_dir) if args.models_dir else settings.models_path
     try:
         result = train_domain(domain, models_dir, _train_config(args), log_to_mlflow=not args.no_mlflow,
-                              tracking_uri=settings.tracking_uri)
+                              tracking_uri=settings.tracking_uri, register=getattr(args, "register", False),
+                              sample_fraction=getattr(args, "sample", None))
     except DomainError as exc:
         for problem in exc.problems:
             print(f"{domain / problem.file if problem.line else problem.file}:{problem.line}: {problem.message}",
@@ -77,13 +78,74 @@ def cmd_train(args) -> int:
         print("training aborted; any model already serving is unchanged", file=sys.stderr)
         return 2
     m = result.metrics
-    print(f"trained {result.bundle.bot} version {result.bundle.version} -> {result.path}")
-    if m:
-        def pct(key: str) -> str:
-            return "n/a" if m.get(key) is None else f"{m[key]:.1%}"
 
+    def pct(key: str) -> str:
+        return "n/a" if m.get(key) is None else f"{m[key]:.1%}"
+
+    print(f"trained {result.bundle.bot} version {result.bundle.version} -> {result.path}")
+    if result.registered_version:
+        print(f"registered {result.bundle.bot} version {result.registered_version} as `challenger` "
+              f"(promote with: lingxi promote {result.bundle.bot} --version {result.registered_version})")
+    if m:
         print(f"held-out: in-scope accuracy {pct('in_scope_accuracy')}, top-1 {pct('in_scope_top1_accuracy')}, "
               f"OOS rejection {pct('oos_recall')}, clarify rate {pct('clarify_rate')}")
+    return 0
+
+
+def _registry(args):
+    from lingxi.serving.settings import load_settings
+    from lingxi.training.registry import Registry
+
+    return Registry(load_settings(args.config).tracking_uri)
+
+
+def _actor(args) -> str:
+    return args.actor or os.environ.get("USER") or "unknown"
+
+
+def cmd_promote(args) -> int:
+    from lingxi.datasets.domain import DomainError, demo_domain_path
+    from lingxi.training.bundle import BundleError
+    from lingxi.training.registry import GateFailed, RegistryError
+
+    domain = args.domain or str(demo_domain_path())
+    try:
+        entry, report = _registry(args).promote(args.bot, str(args.version), domain, _actor(args), args.reason)
+    except GateFailed as exc:
+        print(exc.report.summary(), file=sys.stderr)
+        print(f"refused: version {args.version} did not pass the gate; `champion` unchanged", file=sys.stderr)
+        return 1
+    except (RegistryError, DomainError, BundleError) as exc:
+        return _fail(str(exc))
+    print(report.summary())
+    print(f"champion of {args.bot}: {entry.from_version or '(none)'} -> {entry.to_version}")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from lingxi.training.registry import RegistryError
+
+    try:
+        entry = _registry(args).rollback(args.bot, _actor(args), args.reason)
+    except RegistryError as exc:
+        return _fail(str(exc))
+    print(f"champion of {args.bot}: {entry.from_version} -> {entry.to_version} (rollback)")
+    return 0
+
+
+def cmd_registry(args) -> int:
+    reg = _registry(args)
+    if args.what == "versions":
+        rows = reg.versions(args.bot)
+        if not rows:
+            return _fail(f"no registered versions of {args.bot!r}")
+        for v in rows:
+            print(f"v{v['version']:<4} {','.join(v['aliases']) or '-':<22} bundle {v['lingxi_version']}")
+    else:
+        for e in reg.history(args.bot):
+            gate = "" if e.gate is None else (" gate passed" if e.gate.get("passed") else " gate FAILED")
+            print(f"#{e.seq} {e.at} {e.action:<8} {e.alias}: {e.from_version or '-'} -> {e.to_version} "
+                  f"by {e.actor}: {e.reason}{gate}")
     return 0
 
 
@@ -135,12 +197,16 @@ def cmd_eval_intent(args) -> int:
 
     try:
         results = run_intent_eval(args.dataset, args.out, _train_config(args), datasets_dir=args.datasets_dir,
-                                  seed=args.seed, folds=args.folds, train_oos=args.train_oos)
+                                  seed=args.seed, folds=args.folds, train_oos=args.train_oos,
+                                  skip_bad_lines=args.skip_bad_lines)
     except DatasetError as exc:
         return _fail(str(exc))
     keys = ["accuracy", "macro_f1", "in_scope_accuracy", "oos_precision", "oos_recall", "oos_f1", "clarify_rate"]
     print(json.dumps({"dataset": results["dataset"], "split": results["split"],
                       **{k: results.get(k) for k in keys}}, indent=2))
+    if results.get("skipped_lines"):
+        print(f"skipped {len(results['skipped_lines'])} bad line(s), e.g. {results['skipped_lines'][0]}",
+              file=sys.stderr)
     print(f"wrote {Path(args.out) / 'results.json'}")
     return 0
 
@@ -161,8 +227,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", help="domain folder (default: the built-in demo shop)")
     p.add_argument("--models-dir", help="where bundles go (default: $LINGXI_HOME/models)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
+    p.add_argument("--register", action="store_true", help="register the model in MLflow as `challenger`")
+    p.add_argument("--sample", type=float, help="train on this fraction of each intent's examples (e.g. 0.1)")
     model_options(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("promote", help="gate a registered version against the champion; move `champion` if it passes")
+    p.add_argument("bot")
+    p.add_argument("--version", required=True, type=int)
+    p.add_argument("--domain", help="domain whose eval/ files the gate uses (default: the demo shop)")
+    p.add_argument("--reason", default="promotion", help="why (recorded in the promotion log)")
+    p.add_argument("--actor", help="who (default: $USER)")
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("rollback", help="move `champion` back to the previous champion")
+    p.add_argument("bot")
+    p.add_argument("--reason", default="rollback")
+    p.add_argument("--actor")
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("registry", help="list registered versions or the promotion log")
+    p.add_argument("what", choices=["versions", "log"])
+    p.add_argument("bot")
+    p.set_defaults(func=cmd_registry)
 
     p = sub.add_parser("serve", help="serve the newest trained model over HTTP")
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
@@ -184,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--folds", type=int, help="stratified k-fold over all rows instead of the test split")
     e.add_argument("--train-oos", action="store_true", help="also train on OOS rows of train (as class `oos`)")
+    e.add_argument("--skip-bad-lines", action="store_true",
+                   help="skip malformed lines of a JSONL file (counted in results.json) instead of stopping")
     model_options(e)
     e.set_defaults(func=cmd_eval_intent)
     return parser

@@ -42,13 +42,79 @@ class LoadedModel:
     pipeline: NLUPipeline
     bundle: ModelBundle
     path: Path
+    source: str = "local"  # local | registry | cache (registry unreachable: last good download)
+    registry_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Located:
+    path: Path
+    source: str
+    registry_version: str | None = None
+
+
+class LocalSource:
+    """The newest bundle in ``models_dir/bot`` (what ``lingxi train`` wrote last)."""
+
+    def __init__(self, models_dir: Path, bot: str) -> None:
+        self.models_dir, self.bot = models_dir, bot
+
+    def locate(self) -> Located | None:
+        path = latest_bundle_path(self.models_dir, self.bot)
+        return Located(path, "local") if path else None
+
+    def describe(self) -> dict:
+        return {"kind": "local", "models_dir": str(self.models_dir)}
+
+
+class RegistrySource:
+    """``models:/<bot>@<alias>`` in MLflow, downloaded into a local cache.
+
+    The last version that loaded is remembered in ``<cache>/<bot>/<alias>.json``; when the registry
+    is unreachable at start, that cached bundle serves (``source == "cache"``) and readiness says so.
+    """
+
+    def __init__(self, registry_factory, bot: str, alias: str, cache_dir: Path) -> None:
+        self._factory, self.bot, self.alias, self.cache_dir = registry_factory, bot, alias, cache_dir
+        self._registry = None
+        self.last_error: str | None = None
+
+    def _pointer(self) -> Path:
+        return self.cache_dir / self.bot / f"{self.alias}.json"
+
+    def locate(self) -> Located | None:
+        import json
+
+        try:
+            if self._registry is None:
+                self._registry = self._factory()
+            version = self._registry.alias_version(self.bot, self.alias)
+            if version is None:
+                self.last_error = f"no version of {self.bot!r} has alias {self.alias!r}"
+                return None
+            path = self._registry.download(self.bot, version, self.cache_dir)
+            self._pointer().parent.mkdir(parents=True, exist_ok=True)
+            self._pointer().write_text(json.dumps({"version": version, "path": str(path)}), "utf-8")
+            self.last_error = None
+            return Located(path, "registry", version)
+        except Exception as exc:  # noqa: BLE001 - registry down: fall back to the cached bundle
+            self.last_error = f"registry unreachable: {exc}"
+            self._registry = None
+            if self._pointer().is_file():
+                cached = json.loads(self._pointer().read_text("utf-8"))
+                return Located(Path(cached["path"]), "cache", cached["version"])
+            return None
+
+    def describe(self) -> dict:
+        return {"kind": "registry", "model": f"models:/{self.bot}@{self.alias}", "last_error": self.last_error}
 
 
 class ModelHolder:
-    def __init__(self, models_dir: Path, bot: str, ranking_size: int = 5) -> None:
+    def __init__(self, models_dir: Path, bot: str, ranking_size: int = 5, source=None) -> None:
         self.models_dir = models_dir
         self.bot = bot
         self.ranking_size = ranking_size
+        self.source = source or LocalSource(models_dir, bot)
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
         self._lock = threading.Lock()
@@ -62,13 +128,22 @@ class ModelHolder:
         return self._encoders[key]
 
     def load_latest(self) -> LoadedModel | None:
-        """Load the newest bundle if it differs from the current one; keep the old one on failure."""
+        """Load what the source points at if it differs from the current model.
+
+        The new pipeline is built and warmed before the reference is swapped, so requests in flight
+        finish on the old model, and a bundle that fails to load or warm up never replaces it.
+        """
         with self._lock:
-            path = latest_bundle_path(self.models_dir, self.bot)
-            if path is None:
-                self.last_error = f"no trained model for bot {self.bot!r} in {self.models_dir}"
+            located = self.source.locate()
+            if located is None:
+                self.last_error = getattr(self.source, "last_error", None) or \
+                    f"no trained model for bot {self.bot!r} in {self.models_dir}"
                 return self.current
+            path = located.path
             if self.current and self.current.path == path:
+                if self.current.source != located.source:
+                    self.current = LoadedModel(self.current.pipeline, self.current.bundle, path,
+                                               located.source, located.registry_version)
                 return self.current
             try:
                 bundle = load_bundle(path)
@@ -78,7 +153,7 @@ class ModelHolder:
                 self.last_error = f"failed to load {path}: {exc}"
                 log.exception("model load failed; keeping %s", self.current.path if self.current else "nothing")
                 return self.current
-            self.current = LoadedModel(pipeline, bundle, path)
+            self.current = LoadedModel(pipeline, bundle, path, located.source, located.registry_version)
             self.last_error = None
             log.info("serving model %s version %s", bundle.bot, bundle.version)
             return self.current

@@ -36,6 +36,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ranking_size: int = 5
     api_keys: list[ApiKey] = msgspec.field(default_factory=list)
     mlflow_tracking_uri: str | None = None
+    model_source: Literal["local", "registry"] = "local"  # registry: follow models:/<bot>@<model_alias>
+    model_alias: str = "champion"
+    registry_poll_seconds: float = 30.0
     log_level: str = "INFO"
 
     @property
@@ -57,16 +60,19 @@ def _env_overrides() -> dict:
     env = os.environ
     out: dict = {}
     simple = {"LINGXI_HOME": "home", "LINGXI_BOT": "bot", "LINGXI_MODELS_DIR": "models_dir",
-              "LINGXI_HOST": "host", "LINGXI_LOG_LEVEL": "log_level"}
+              "LINGXI_HOST": "host", "LINGXI_LOG_LEVEL": "log_level", "LINGXI_MODEL_SOURCE": "model_source",
+              "LINGXI_MODEL_ALIAS": "model_alias"}
     for var, key in simple.items():
         if env.get(var):
             out[key] = env[var]
-    for var, key in {"LINGXI_PORT": "port", "LINGXI_MAX_TEXT_CHARS": "max_text_chars"}.items():
+    numbers = {"LINGXI_PORT": ("port", int), "LINGXI_MAX_TEXT_CHARS": ("max_text_chars", int),
+               "LINGXI_REGISTRY_POLL_SECONDS": ("registry_poll_seconds", float)}
+    for var, (key, kind) in numbers.items():
         if env.get(var):
             try:
-                out[key] = int(env[var])
+                out[key] = kind(env[var])
             except ValueError:
-                raise SettingsError(f"{var} must be an integer, got {env[var]!r}") from None
+                raise SettingsError(f"{var} must be a number, got {env[var]!r}") from None
     if env.get("LINGXI_API_KEYS"):
         # "name:role:key,name2:role2:key2" — for containers and CI; files are nicer for humans
         keys = []

@@ -70,3 +70,15 @@ def test_every_cli_verb_has_help():
         proc = subprocess.run([sys.executable, "-m", "lingxi.serving.cli", *verb], capture_output=True,
                               text=True, timeout=60)
         assert proc.returncode == 0 and "usage: lingxi" in proc.stdout, verb
+
+
+def test_skip_bad_lines_counts_instead_of_failing(tmp_path):
+    path = tmp_path / "some_bad.jsonl"
+    good = [{"text": f"t{i}", "intent": "a" if i % 2 else "b", "split": "test" if i > 7 else "train"} for i in range(10)]
+    lines = [json.dumps(r) for r in good] + ['{"text": "", "intent": "a", "split": "train"}', "{broken"]
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    with pytest.raises(DatasetError, match=r"some_bad.jsonl:1[12]:"):
+        load_intent_dataset(str(path))
+    data = load_intent_dataset(str(path), skip_bad_lines=True)
+    assert len(data.rows) == 10
+    assert [s.split(": ")[0].rsplit(":", 1)[1] for s in data.skipped] == ["11", "12"]

@@ -108,6 +108,24 @@ def fit_intent_model(train: Dataset, config: TrainConfig, heldout: Dataset | Non
     return model.calibrate(logits, gold)
 
 
+def stratified_sample(texts: Sequence[str], labels: Sequence[str], fraction: float,
+                      seed: int = 0) -> tuple[list[str], list[str]]:
+    """Keep ``fraction`` of each label's examples (at least 2): for learning curves and for
+    deliberately weakened models that the promotion gate must refuse."""
+    if not 0 < fraction <= 1:
+        raise ValueError("sample fraction must be in (0, 1]")
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    for idx in by_label.values():
+        n = max(2, round(len(idx) * fraction))
+        keep.extend(rng.choice(idx, size=min(n, len(idx)), replace=False).tolist())
+    keep.sort()
+    return [texts[i] for i in keep], [labels[i] for i in keep]
+
+
 def embed_dataset(texts: Sequence[str], labels: Sequence[str], encoder: Encoder, normalizer: Normalizer) -> Dataset:
     norm = [normalizer(t) for t in texts]
     return Dataset(norm, encoder.encode(norm, "query"), list(labels))
@@ -118,6 +136,8 @@ class TrainResult:
     bundle: ModelBundle
     path: Path
     metrics: dict[str, float | None]
+    run_id: str | None = None
+    registered_version: str | None = None
 
 
 def evaluate_on_domain_eval(model: IntentModel, domain: Domain, encoder: Encoder, normalizer: Normalizer) -> dict:
@@ -145,6 +165,8 @@ def train_domain(
     encoder: Encoder | None = None,
     tracking_uri: str | None = None,
     log_to_mlflow: bool = True,
+    register: bool = False,
+    sample_fraction: float | None = None,
 ) -> TrainResult:
     """Train a bundle for the domain at ``domain_path``; raises DomainError on a bad domain file."""
     config = config or TrainConfig()
@@ -152,6 +174,8 @@ def train_domain(
     normalizer = Normalizer(config.normalizer)
     encoder = encoder or build_encoders(config.encoders)
     texts, labels = domain.training_pairs()
+    if sample_fraction is not None:
+        texts, labels = stratified_sample(texts, labels, sample_fraction, config.seed)
     train = embed_dataset(texts, labels, encoder, normalizer)
     model = fit_intent_model(train, config)
     metrics = evaluate_on_domain_eval(model, domain, encoder, normalizer)
@@ -171,8 +195,13 @@ def train_domain(
         metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None},
     )
     path = save_bundle(bundle, models_dir)
-    if log_to_mlflow:
+    run_id = registered = None
+    if log_to_mlflow or register:
         from .tracking import log_training_run
 
-        log_training_run(bundle, config, n_train=len(train), tracking_uri=tracking_uri)
-    return TrainResult(bundle, path, bundle.metrics)
+        run_id = log_training_run(bundle, config, n_train=len(train), tracking_uri=tracking_uri)
+    if register:
+        from .registry import Registry
+
+        registered = Registry(tracking_uri).register(bundle, run_id)
+    return TrainResult(bundle, path, bundle.metrics, run_id, registered)
