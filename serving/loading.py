@@ -144,6 +144,7 @@ class ModelHolder:
                 if self.current.source != located.source:
                     self.current = LoadedModel(self.current.pipeline, self.current.bundle, path,
                                                located.source, located.registry_version)
+                self.last_error = getattr(self.source, "last_error", None) if located.source == "cache" else None
                 return self.current
             try:
                 bundle = load_bundle(path)
@@ -154,6 +155,6 @@ class ModelHolder:
                 log.exception("model load failed; keeping %s", self.current.path if self.current else "nothing")
                 return self.current
             self.current = LoadedModel(pipeline, bundle, path, located.source, located.registry_version)
-            self.last_error = None
+            self.last_error = getattr(self.source, "last_error", None) if located.source == "cache" else None
             log.info("serving model %s version %s", bundle.bot, bundle.version)
             return self.current

@@ -114,9 +114,19 @@ class Registry:
             return None
 
     def versions(self, bot: str) -> list[dict]:
+        from mlflow.exceptions import MlflowException
+
+        try:  # search results do not carry aliases; the registered model does
+            aliases = self.client.get_registered_model(bot).aliases or {}
+        except MlflowException:
+            return []
+        by_version: dict[str, list[str]] = {}
+        for alias, version in aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
         out = []
         for mv in self.client.search_model_versions(f"name = '{bot}'"):
-            out.append({"version": str(mv.version), "aliases": list(mv.aliases), "run_id": mv.run_id,
+            out.append({"version": str(mv.version), "aliases": sorted(by_version.get(str(mv.version), [])),
+                        "run_id": mv.run_id,
                         "lingxi_version": mv.tags.get("lingxi.version"), "created": mv.creation_timestamp})
         return sorted(out, key=lambda v: int(v["version"]))
 
