@@ -53,6 +53,20 @@ def predict_rows(model: IntentModel, texts: Sequence[str], embeddings: np.ndarra
     return out
 
 
+def few_shot(rows: Sequence[IntentRow], shots: int, seed: int) -> list[IntentRow]:
+    """``shots`` seeded random training rows per intent (all of an intent's rows if it has fewer)."""
+    rng = np.random.default_rng(seed)
+    by_intent: dict[str, list[IntentRow]] = {}
+    for r in rows:
+        by_intent.setdefault(r.intent, []).append(r)
+    out: list[IntentRow] = []
+    for intent in sorted(by_intent):
+        group = by_intent[intent]
+        pick = rng.choice(len(group), size=min(shots, len(group)), replace=False)
+        out.extend(group[i] for i in sorted(pick))
+    return out
+
+
 def _embed(rows: Sequence[IntentRow], encoder: Encoder, normalizer: Normalizer) -> Dataset:
     texts = [normalizer(r.text) for r in rows]
     return Dataset(texts, cached_encode(encoder, texts, "query"), [r.intent for r in rows])
@@ -91,6 +105,7 @@ def run_intent_eval(
     encoder: Encoder | None = None,
     train_oos: bool = False,
     skip_bad_lines: bool = False,
+    shots: int | None = None,
 ) -> dict:
     config = config or TrainConfig()
     config.seed = seed
@@ -121,6 +136,8 @@ def run_intent_eval(
         n_train = int(len(rows) * (kfold - 1) / kfold)
     else:
         train_rows = data.split(data.train_split)
+        if shots:
+            train_rows = few_shot(train_rows, shots, seed)
         val_rows = data.split(data.val_split)
         test_rows = data.split(data.test_split)
         if not train_rows or not test_rows:
@@ -140,6 +157,7 @@ def run_intent_eval(
         "seed": seed,
         "n_train": n_train,
         "train_oos": train_oos,
+        "shots": shots,
         "skipped_lines": list(data.skipped),
         "model": {
             "encoder": encoder.name,

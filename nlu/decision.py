@@ -51,6 +51,7 @@ class DecisionPolicy:
     clarify_miss_cost: float = 0.3
     reject_in_scope_cost: float = 0.0
     in_scope_retention: float = 0.99  # without held-out OOS rows: keep this share of right answers
+    oos_recall_target: float | None = None  # if set: the lowest reject threshold reaching this held-out OOS recall
     max_options: int = 4
 
 
@@ -126,7 +127,10 @@ def fit_thresholds(
     candidates = np.unique(np.concatenate([[0.0], np.round(p1, 4)]))
     n_in = max(int((~is_oos).sum()), 1)
     n_oos = int(is_oos.sum())
-    if n_oos:
+    if n_oos and policy.oos_recall_target is not None:
+        reaching = [t for t in candidates if (is_oos & (p1 < t)).sum() / n_oos >= policy.oos_recall_target]
+        best_reject = float(min(reaching)) if reaching else float(candidates.max())
+    elif n_oos:
         best_reject, best_score = 0.0, -np.inf
         for t in candidates:
             acc = (correct & (p1 >= t)).sum() / n_in

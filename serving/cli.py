@@ -51,6 +51,11 @@ def _train_config(args):
         cfg.head = HeadConfig(name=args.head, params=params, ngrams=not getattr(args, "no_ngrams", False))
     elif getattr(args, "no_ngrams", False):
         cfg.head = HeadConfig(ngrams=False)
+    if getattr(args, "oos_recall_target", None) is not None or getattr(args, "oos_prior", None) is not None:
+        from dataclasses import replace
+
+        changes = {k: getattr(args, k) for k in ("oos_recall_target", "oos_prior") if getattr(args, k) is not None}
+        cfg.policy = replace(cfg.policy, **changes)
     return cfg
 
 
@@ -198,7 +203,7 @@ def cmd_eval_intent(args) -> int:
     try:
         results = run_intent_eval(args.dataset, args.out, _train_config(args), datasets_dir=args.datasets_dir,
                                   seed=args.seed, folds=args.folds, train_oos=args.train_oos,
-                                  skip_bad_lines=args.skip_bad_lines)
+                                  skip_bad_lines=args.skip_bad_lines, shots=args.shots)
     except DatasetError as exc:
         return _fail(str(exc))
     keys = ["accuracy", "macro_f1", "in_scope_accuracy", "oos_precision", "oos_recall", "oos_f1", "clarify_rate"]
@@ -222,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--head", choices=["logreg+knn", "logreg", "mlp", "centroid"],
                        help="intent head (default logreg+knn)")
         p.add_argument("--no-ngrams", action="store_true", help="embeddings only, no char n-gram features")
+        p.add_argument("--oos-prior", type=float, help="weight of OOS recall when fitting the reject threshold "
+                       "(default 0.2)")
+        p.add_argument("--oos-recall-target", type=float,
+                       help="fit the reject threshold to reach this OOS recall on held-out data instead")
 
     p = sub.add_parser("train", help="train the intent model of a domain and save a versioned bundle")
     p.add_argument("--domain", help="domain folder (default: the built-in demo shop)")
@@ -271,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--folds", type=int, help="stratified k-fold over all rows instead of the test split")
     e.add_argument("--train-oos", action="store_true", help="also train on OOS rows of train (as class `oos`)")
+    e.add_argument("--shots", type=int, help="few-shot: train on this many seeded examples per intent")
     e.add_argument("--skip-bad-lines", action="store_true",
                    help="skip malformed lines of a JSONL file (counted in results.json) instead of stopping")
     model_options(e)
