@@ -181,7 +181,9 @@ def fit_temperature(logits: np.ndarray, y_index: np.ndarray) -> float:
     """Temperature T minimising held-out NLL of ``softmax(logits / T)`` (Guo et al. 2017)."""
     logits = np.asarray(logits, dtype=np.float64)
     y_index = np.asarray(y_index)
-    mask = y_index >= 0  # labels the head never saw cannot inform calibration
+    mask = y_index >= 0  # labels the head never saw cannot inform calibration …
+    if mask.any():  # … nor can rows whose class was missing from their fold (logit set to -1e4)
+        mask[mask] = logits[np.where(mask)[0], y_index[mask]] > -1e3
     if mask.sum() == 0:
         return 1.0
     z, yi = logits[mask], y_index[mask]

@@ -52,3 +52,18 @@ def test_a_vague_class_triggers_clarification_with_its_category():
     assert "clarify:账户" not in d.options and d.intent == "a"
     # a clear message is still answered even though the vague class exists
     assert decide(np.array([0.9, 0.02, 0.05, 0.03]), classes, t).kind == "answer"
+
+
+def test_temperature_ignores_rows_whose_class_was_absent_from_their_fold():
+    from lingxi.nlu.classifier import fit_temperature
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(200, 3))
+    y = rng.integers(0, 3, 200)
+    logits[np.arange(200), y] += 3.0  # informative logits: a temperature near 1 fits
+    clean = fit_temperature(logits, y)
+    poisoned = logits.copy()
+    poisoned[:10, :] = 0.0
+    poisoned[np.arange(10), y[:10]] = -1e4  # class unseen in that fold
+    assert abs(fit_temperature(poisoned, y) - clean) < 0.2 * clean
+    assert clean < 5.0
