@@ -248,7 +248,7 @@ class ConcatEncoder:
     """Several encoders side by side: each part L2-normalised, scaled by 1/sqrt(k), concatenated.
 
     The result is again unit-length, so cosine similarity is the mean of the parts' cosines.
-    Measured: e5+USE beats either alone on SMP2017 and BANKING77 (docs/results.md).
+    Measured: e5+USE beats either alone on SMP2017 and ties USE on BANKING77 (evals/RESULTS.md).
     """
 
     def __init__(self, encoders: Sequence[Encoder]) -> None:

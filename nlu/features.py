@@ -1,6 +1,6 @@
 """Features for the intent head: sentence embeddings from one or more encoders + char n-gram TF-IDF.
 
-Measured on SMP2017 (5-fold, logistic regression; `evals/experiments` notes in docs/results.md):
+Measured on SMP2017 (5-fold, logistic regression, during development; ablations in evals/RESULTS.md):
 e5 alone 90.0%, USE alone 91.5%, e5+USE 92.4%, e5+USE+char n-grams 93.7%. Char n-grams catch
 the literal product words and typos that a frozen encoder smooths over, so both are kept.
 

