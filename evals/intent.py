@@ -146,7 +146,13 @@ def run_intent_eval(
         val = _embed(val_rows, encoder, normalizer) if val_rows else None
         test = _embed(test_rows, encoder, normalizer)
         summary, errors, _ = _evaluate_split(train, val, test, test_rows, config, train_oos)
-        split = "test" + (" (thresholds fitted on val)" if val_rows else " (thresholds fitted out-of-fold on train)")
+        if val_rows:
+            how = "on val"
+        elif len(train) >= config.slice_calibration_above:
+            how = f"on a seeded {config.calibration_fraction:.0%} slice of train"
+        else:
+            how = "out-of-fold on train"
+        split = f"test (thresholds fitted {how})"
         extra = {}
         n_train = len(train_rows)
     results = {
