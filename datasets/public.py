@@ -145,7 +145,7 @@ def load_banking77(root: Path) -> IntentDataset:
 def load_banking77_oos(root: Path) -> IntentDataset:
     path = root / "banking77-oos" / "banking77_oos.jsonl"
     # Standard protocol: train on in-scope rows only; OOS rows of val calibrate, of test measure.
-    bad: list[str] = []  # the source has one empty `text` row (train, change_pin): skipped and reported
+    bad: list[str] = []  # the source has 16 rows with an empty `text`: skipped and reported
     rows = [r for r in _rows(path, skipped=bad) if not (r.split == "train" and r.intent == OOS)]
     return IntentDataset("banking77-oos", rows, str(path), skipped=tuple(bad))
 
