@@ -23,6 +23,7 @@ from litestar.static_files import create_static_files_router
 from lingxi.nlu.parse import ParseContext, ParseResult
 
 from .auth import KeyRing, require
+from .conversations import conversations_router, dialogue_lifespan
 from .errors import EXCEPTION_HANDLERS, ApiError
 from .kb import kb_lifespan, kb_router
 from .loading import LocalSource, ModelHolder, RegistrySource
@@ -219,9 +220,10 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> Litesta
         "keyring": KeyRing(settings.api_keys),
     })
     return Litestar(
-        route_handlers=[healthz, readyz, parse, model_info, models_overview, reload_model, kb_router, assets],
+        route_handlers=[healthz, readyz, parse, model_info, models_overview, reload_model, kb_router,
+                        conversations_router, assets],
         state=state,
-        lifespan=[lifespan, kb_lifespan],
+        lifespan=[lifespan, kb_lifespan, dialogue_lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,
         request_max_body_size=settings.max_body_bytes,

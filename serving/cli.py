@@ -288,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lingxi.evals.retrieval import add_retrieval_parser
 
     add_retrieval_parser(esub)
+    from lingxi.serving.dialogue_cli import add_dialogue_parser
+
+    add_dialogue_parser(sub)
     return parser
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import threading
 import uuid
@@ -153,7 +154,8 @@ def _setting(settings: Any, name: str, default: Any) -> Any:
 def build_dialogue_service(settings: Any, models: Any, knowledge: Any = None) -> DialogueService:
     """The engine from Settings (fields read with defaults until they exist):
 
-    ``dialogue_store`` (``sqlite:///<home>/dialogue.db`` | ``memory`` | ``redis://…`` | any SQLAlchemy URL),
+    ``dialogue_store`` (``sqlite:///<home>/dialogue.db`` | ``memory`` | ``redis://…`` | any SQLAlchemy URL;
+    until Settings has the field, ``$LINGXI_DIALOGUE_STORE``),
     ``dialogue_domain`` (folder with ``flows/``; default the demo), ``dialogue_backend_url`` (the shop
     backend the flows call; default this server's demo shop), ``dialogue_lock_wait_s``.
     """
@@ -161,7 +163,8 @@ def build_dialogue_service(settings: Any, models: Any, knowledge: Any = None) ->
     from lingxi.datasets.domain import demo_domain_path, load_domain
 
     home = Path(_setting(settings, "home", ".lingxi"))
-    store_url = _setting(settings, "dialogue_store", f"sqlite:///{(home / 'dialogue.db').resolve()}")
+    store_url = _setting(settings, "dialogue_store", os.environ.get("LINGXI_DIALOGUE_STORE")
+                         or f"sqlite:///{(home / 'dialogue.db').resolve()}")
     domain = Path(_setting(settings, "dialogue_domain", demo_domain_path()))
     try:
         dom = load_domain(domain)

