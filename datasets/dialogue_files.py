@@ -20,7 +20,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
-from .domain import WEEKDAYS, DomainError, Problem, RuleConditions, TimeWindow
+from .domain import WEEKDAYS, DomainError, Problem, RuleConditions, TimeWindow, locate, read_yaml
 
 Text = str | dict[str, str]  # one text, or per language: {zh: ..., en: ...}
 Priority = Literal["low", "normal", "high", "urgent"]
@@ -314,60 +314,6 @@ class DialogueSpec:
     knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
     root: Path | None = None
     locations: dict[str, tuple[str, int]] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------ YAML with line numbers
-
-
-def locate(node: yaml.Node | None, path: str) -> int:
-    """Line (1-based) of the node at a msgspec-style path such as ``$.flows[0].steps[2].next``."""
-    if node is None:
-        return 1
-    line = node.start_mark.line + 1
-    for key, index in re.findall(r"\.([^.\[\]]+)|\[(\d+)\]", path.removeprefix("$")):
-        child = None
-        if key and isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if getattr(k, "value", None) == key), None)
-        elif index and isinstance(node, yaml.SequenceNode) and int(index) < len(node.value):
-            child = node.value[int(index)]
-        if child is None:
-            break
-        node = child
-        line = node.start_mark.line + 1
-    return line
-
-
-def read_yaml(path: Path, display: str, schema: type) -> tuple[Any, yaml.Node | None]:
-    """Parse ``path`` into ``schema``; any problem becomes a :class:`DomainError` with file:line."""
-    try:
-        raw = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise DomainError([Problem(display, line, "file is not valid UTF-8")]) from None
-    try:
-        node = yaml.compose(raw, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise DomainError([Problem(display, mark.line + 1 if mark else 1,
-                                   f"invalid YAML: {getattr(exc, 'problem', None) or exc}")]) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise DomainError([Problem(display, 1, "top level must be a mapping")])
-    try:
-        return msgspec.convert(data, schema), node
-    except msgspec.ValidationError as exc:
-        text = str(exc)
-        found = re.search(r"at `(\$[^`]*)`", text)
-        where = found.group(1) if found else "$"
-        message = text.split(" - at `")[0]
-        line = locate(node, where)
-        unknown = re.search(r"unknown field `([^`]+)`", message)
-        if unknown:
-            line = locate(node, f"{where}.{unknown.group(1)}")
-        label = where.removeprefix("$.").removeprefix("$")
-        raise DomainError([Problem(display, line, f"{label}: {message}" if label else message)]) from None
 
 
 def text_vars(text: Text | None) -> set[str]:

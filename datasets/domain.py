@@ -161,22 +161,17 @@ class Domain:
 # --------------------------------------------------------------------------- YAML with line numbers
 
 
-def _locate(node: yaml.Node | None, path: str) -> int:
-    """Line (1-based) of the YAML node at a msgspec path like ``$.rules[3].patterns[0]``."""
+def locate(node: yaml.Node | None, path: str) -> int:
+    """Line (1-based) of the node at a msgspec-style path such as ``$.flows[0].steps[2].next``."""
     if node is None:
         return 1
     line = node.start_mark.line + 1
     for key, index in re.findall(r"\.([^.\[\]]+)|\[(\d+)\]", path.removeprefix("$")):
         child = None
         if key and isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if getattr(k, "value", None) == key:
-                    child = v
-                    break
-        elif index and isinstance(node, yaml.SequenceNode):
-            i = int(index)
-            if i < len(node.value):
-                child = node.value[i]
+            child = next((v for k, v in node.value if getattr(k, "value", None) == key), None)
+        elif index and isinstance(node, yaml.SequenceNode) and int(index) < len(node.value):
+            child = node.value[int(index)]
         if child is None:
             break
         node = child
@@ -184,7 +179,8 @@ def _locate(node: yaml.Node | None, path: str) -> int:
     return line
 
 
-def _parse_file(path: Path, display: str) -> tuple[DomainFile, yaml.Node | None]:
+def read_yaml(path: Path, display: str, schema: type) -> tuple[Any, yaml.Node | None]:
+    """Parse ``path`` into ``schema``; any problem becomes a :class:`DomainError` with file:line."""
     try:
         raw = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -195,26 +191,26 @@ def _parse_file(path: Path, display: str) -> tuple[DomainFile, yaml.Node | None]
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        msg = getattr(exc, "problem", None) or str(exc)
-        raise DomainError([Problem(display, line, f"invalid YAML: {msg}")]) from None
+        raise DomainError([Problem(display, mark.line + 1 if mark else 1,
+                                   f"invalid YAML: {getattr(exc, 'problem', None) or exc}")]) from None
     if data is None:
-        return DomainFile(), node
+        data = {}
     if not isinstance(data, dict):
-        raise DomainError([Problem(display, 1, "top level must be a mapping (intents:, rules:, ...)")])
+        raise DomainError([Problem(display, 1, "top level must be a mapping")])
     try:
-        return msgspec.convert(data, DomainFile), node
+        return msgspec.convert(data, schema), node
     except msgspec.ValidationError as exc:
         text = str(exc)
-        match = re.search(r"at `(\$[^`]*)`", text)
-        path_s = match.group(1) if match else "$"
-        line = _locate(node, path_s)
-        where = path_s.removeprefix("$.").removeprefix("$")
+        found = re.search(r"at `(\$[^`]*)`", text)
+        where = found.group(1) if found else "$"
         message = text.split(" - at `")[0]
+        line = locate(node, where)
         unknown = re.search(r"unknown field `([^`]+)`", message)
         if unknown:
-            line = _locate(node, f"{path_s}.{unknown.group(1)}")
-        raise DomainError([Problem(display, line, f"{where}: {message}" if where else message)]) from None
+            line = locate(node, f"{where}.{unknown.group(1)}")
+        label = where.removeprefix("$.").removeprefix("$")
+        raise DomainError([Problem(display, line, f"{label}: {message}" if label else message)]) from None
+
 
 
 RESERVED_SUBFOLDERS = ("eval", "flows", "tests")  # read by their own loaders, not as domain files
@@ -254,7 +250,7 @@ def load_domain(root: str | Path) -> Domain:
     for path in files:
         display = str(path.relative_to(root))
         try:
-            spec, node = _parse_file(path, display)
+            spec, node = read_yaml(path, display, DomainFile)
         except DomainError as exc:
             problems.extend(exc.problems)
             continue
@@ -262,7 +258,7 @@ def load_domain(root: str | Path) -> Domain:
             if getattr(spec, key) is not None:
                 meta[key] = getattr(spec, key)
         for i, intent in enumerate(spec.intents):
-            where = (display, _locate(node, f"$.intents[{i}]"))
+            where = (display, locate(node, f"$.intents[{i}]"))
             if intent.name in locations:
                 problems.append(Problem(*where, f"intent {intent.name!r} already defined at "
                                         f"{':'.join(map(str, locations[intent.name]))}"))
@@ -272,7 +268,7 @@ def load_domain(root: str | Path) -> Domain:
             intents.append(intent)
         oos.extend(spec.out_of_scope)
         for i, rule in enumerate(spec.rules):
-            where = (display, _locate(node, f"$.rules[{i}]"))
+            where = (display, locate(node, f"$.rules[{i}]"))
             key = f"rule:{rule.id}"
             if key in locations:
                 problems.append(Problem(*where, f"rule id {rule.id!r} is used twice"))
@@ -281,19 +277,19 @@ def load_domain(root: str | Path) -> Domain:
             problems.extend(_check_rule(rule, display, node, i))
             rules.append(rule)
         for i, ent in enumerate(spec.entities):
-            where = (display, _locate(node, f"$.entities[{i}]"))
+            where = (display, locate(node, f"$.entities[{i}]"))
             try:
                 re.compile(ent.pattern)
             except re.error as exc:
-                problems.append(Problem(display, _locate(node, f"$.entities[{i}].pattern"),
+                problems.append(Problem(display, locate(node, f"$.entities[{i}].pattern"),
                                         f"entity {ent.name!r}: bad regex: {exc}"))
             locations[f"entity:{ent.name}"] = where
             entities.append(ent)
         for i, cat in enumerate(spec.categories):
-            locations[f"category:{cat.name}"] = (display, _locate(node, f"$.categories[{i}]"))
+            locations[f"category:{cat.name}"] = (display, locate(node, f"$.categories[{i}]"))
             categories.append(cat)
         if spec.examples:
-            problems.append(Problem(display, _locate(node, "$.examples"),
+            problems.append(Problem(display, locate(node, "$.examples"),
                                     "`examples:` lists belong in eval/ files, not in training files"))
     known = {i.name for i in intents}
     for rule in rules:
@@ -335,32 +331,32 @@ def _check_intent(intent: IntentSpec, where: tuple[str, int], node: yaml.Node | 
         out.append(Problem(*where, f"intent {intent.name!r} needs at least 2 examples, has {len(intent.examples)}"))
     for j, ex in enumerate(intent.examples):
         if not isinstance(ex, str) or not ex.strip():
-            out.append(Problem(where[0], _locate(node, f"$.intents[{i}].examples[{j}]"),
+            out.append(Problem(where[0], locate(node, f"$.intents[{i}].examples[{j}]"),
                                f"intent {intent.name!r}: empty example"))
     return out
 
 
 def _check_rule(rule: RuleSpec, display: str, node: yaml.Node | None, i: int) -> list[Problem]:
     out: list[Problem] = []
-    line = _locate(node, f"$.rules[{i}]")
+    line = locate(node, f"$.rules[{i}]")
     if not rule.patterns:
         out.append(Problem(display, line, f"rule {rule.id!r} has no patterns"))
     if rule.response is None and rule.article is None and rule.intent is None:
         out.append(Problem(display, line, f"rule {rule.id!r} needs a response, an article or an intent"))
     for j, pattern in enumerate(rule.patterns):
         if not pattern.strip():
-            out.append(Problem(display, _locate(node, f"$.rules[{i}].patterns[{j}]"), "empty pattern"))
+            out.append(Problem(display, locate(node, f"$.rules[{i}].patterns[{j}]"), "empty pattern"))
         elif rule.match == "regex":
             try:
                 re.compile(pattern)
             except re.error as exc:
-                out.append(Problem(display, _locate(node, f"$.rules[{i}].patterns[{j}]"),
+                out.append(Problem(display, locate(node, f"$.rules[{i}].patterns[{j}]"),
                                    f"rule {rule.id!r}: bad regex {pattern!r}: {exc}"))
     if rule.conditions and rule.conditions.time_windows:
         for j, window in enumerate(rule.conditions.time_windows):
             for key in ("start", "end"):
                 if not _HHMM.match(getattr(window, key)):
-                    out.append(Problem(display, _locate(node, f"$.rules[{i}].conditions.time_windows[{j}].{key}"),
+                    out.append(Problem(display, locate(node, f"$.rules[{i}].conditions.time_windows[{j}].{key}"),
                                        f"rule {rule.id!r}: {key} must be HH:MM, got {getattr(window, key)!r}"))
     if rule.conditions:
         try:
@@ -381,7 +377,7 @@ def load_eval_set(root: str | Path) -> tuple[list[HeldoutExample], list[str]]:
     for path in sorted((root / "eval").glob("*.y*ml")) if (root / "eval").is_dir() else []:
         display = str(path.relative_to(root))
         try:
-            spec, _ = _parse_file(path, display)
+            spec, _ = read_yaml(path, display, DomainFile)
         except DomainError as exc:
             problems.extend(exc.problems)
             continue
