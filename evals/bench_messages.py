@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,19 +26,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import httpx  # noqa: E402
-import numpy as np  # noqa: E402
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _summary(ms: list[float]) -> dict[str, float]:
-    arr = np.asarray(ms)
-    return {"p50_ms": round(float(np.median(arr)), 3), "p99_ms": round(float(np.percentile(arr, 99)), 3),
-            "mean_ms": round(float(arr.mean()), 3), "n": int(len(arr))}
+from lingxi.evals.benchutil import free_port, latency_summary  # noqa: E402
 
 
 def serve(port: int) -> None:
@@ -80,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = [e.text for e in heldout] + list(oos)
     texts = (texts * (args.requests // len(texts) + 1))[: args.requests]
 
-    port = args.port or _free_port()
+    port = args.port or free_port()
     server = subprocess.Popen([sys.executable, "-m", "lingxi.evals.bench_messages", "--serve", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
     run = uuid.uuid4().hex[:8]
@@ -135,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    p, m = _summary(parse_ms), _summary(msg_ms)
+    p, m = latency_summary(parse_ms), latency_summary(msg_ms)
     result = {
         "http_parse": p,
         "http_messages": m,

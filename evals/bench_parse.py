@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,19 +24,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import httpx  # noqa: E402
-import numpy as np  # noqa: E402
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _summary(ms: list[float]) -> dict[str, float]:
-    arr = np.asarray(ms)
-    return {"p50_ms": round(float(np.median(arr)), 3), "p99_ms": round(float(np.percentile(arr, 99)), 3),
-            "mean_ms": round(float(arr.mean()), 3), "n": int(len(arr))}
+from lingxi.evals.benchutil import free_port, latency_summary  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = [e.text for e in heldout] + list(oos)
     texts = (texts * (args.requests // len(texts) + 1))[: args.requests]
 
-    port = args.port or _free_port()
+    port = args.port or free_port()
     server = subprocess.Popen([sys.executable, "-m", "lingxi.serving.cli", "serve", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
     base = f"http://127.0.0.1:{port}"
@@ -98,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    parse_s, enc_s = _summary(http_ms), _summary(enc_ms)
+    parse_s, enc_s = latency_summary(http_ms), latency_summary(enc_ms)
     result = {
         "model": f"{bundle.bot}@{bundle.version}",
         "encoder": encoder.name,
