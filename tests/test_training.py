@@ -34,6 +34,11 @@ def test_training_run_is_in_mlflow(trained_demo, lingxi_home):
     assert run.data.params["head.name"] == "logreg+knn"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "bundle")}
     assert {"bundle/bundle.json", "bundle/head.joblib"} <= artifacts
+    heldout = {a.path for a in client.list_artifacts(run.info.run_id, "heldout")}
+    assert {"heldout/confusion_matrix.png", "heldout/report.json"} <= heldout
+    report = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/heldout/report.json")
+    assert report["per_intent"]["login_failed"]["support"] >= 5
+    assert run.data.tags["mlflow.source.git.commit"] != ""
 
 
 def test_cli_rejects_a_broken_domain_naming_file_and_line_and_keeps_models(tmp_path, trained_demo, lingxi_home):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def experiment_id(mlflow, name: str) -> str:
     return mlflow.create_experiment(name, artifact_location=location)
 
 
-def log_training_run(bundle: ModelBundle, config, n_train: int, tracking_uri: str | None = None) -> str:
+def log_training_run(bundle: ModelBundle, config, n_train: int, tracking_uri: str | None = None,
+                     heldout_gold: list[str] | None = None, heldout_predicted: list[str] | None = None) -> str:
     """Log one training run; returns the MLflow run id (also written into the bundle folder)."""
     import mlflow
 
@@ -72,6 +74,16 @@ def log_training_run(bundle: ModelBundle, config, n_train: int, tracking_uri: st
                          "mlflow.source.git.commit": git_commit() or "unknown"})
         if bundle.path is not None:
             mlflow.log_artifacts(str(bundle.path), artifact_path="bundle")
+        if heldout_gold:
+            from lingxi.evals.metrics import per_intent_report
+            from lingxi.evals.plots import confusion_png
+
+            mlflow.log_dict({"metrics": bundle.metrics, "per_intent": per_intent_report(heldout_gold, heldout_predicted)},
+                            "heldout/report.json")
+            with tempfile.TemporaryDirectory() as tmp:
+                png = Path(tmp) / "confusion_matrix.png"
+                png.write_bytes(confusion_png(heldout_gold, heldout_predicted))
+                mlflow.log_artifact(str(png), artifact_path="heldout")
         run_id = run.info.run_id
     if bundle.path is not None:
         (bundle.path / "mlflow_run_id").write_text(run_id, "utf-8")

@@ -140,7 +140,15 @@ class TrainResult:
     registered_version: str | None = None
 
 
-def evaluate_on_domain_eval(model: IntentModel, domain: Domain, encoder: Encoder, normalizer: Normalizer) -> dict:
+@dataclass
+class HeldoutEval:
+    metrics: dict
+    gold: list[str]
+    predicted: list[str]
+
+
+def evaluate_on_domain_eval(model: IntentModel, domain: Domain, encoder: Encoder,
+                            normalizer: Normalizer) -> HeldoutEval:
     """Held-out accuracy and OOS rejection on ``eval/`` (files training never reads)."""
     from lingxi.evals.intent import predict_rows
     from lingxi.evals.metrics import intent_metrics
@@ -149,13 +157,14 @@ def evaluate_on_domain_eval(model: IntentModel, domain: Domain, encoder: Encoder
     texts = [e.text for e in heldout] + list(oos)
     gold = [e.intent for e in heldout] + [OOS_LABEL] * len(oos)
     if not texts:
-        return {}
+        return HeldoutEval({}, [], [])
     data = embed_dataset(texts, gold, encoder, normalizer)
     rows = predict_rows(model, data.texts, data.embeddings)
-    metrics = intent_metrics(gold, [r.predicted for r in rows], [r.top for r in rows],
+    predicted = [r.predicted for r in rows]
+    metrics = intent_metrics(gold, predicted, [r.top for r in rows],
                              [r.confidence for r in rows], [r.decision for r in rows])
     metrics["oos_rejection_rate"] = metrics["oos_recall"]
-    return metrics
+    return HeldoutEval(metrics, gold, predicted)
 
 
 def train_domain(
@@ -178,7 +187,8 @@ def train_domain(
         texts, labels = stratified_sample(texts, labels, sample_fraction, config.seed)
     train = embed_dataset(texts, labels, encoder, normalizer)
     model = fit_intent_model(train, config)
-    metrics = evaluate_on_domain_eval(model, domain, encoder, normalizer)
+    heldout = evaluate_on_domain_eval(model, domain, encoder, normalizer)
+    metrics = heldout.metrics
     bundle = ModelBundle(
         bot=domain.name,
         version=new_version(domain.fingerprint),
@@ -199,7 +209,8 @@ def train_domain(
     if log_to_mlflow or register:
         from .tracking import log_training_run
 
-        run_id = log_training_run(bundle, config, n_train=len(train), tracking_uri=tracking_uri)
+        run_id = log_training_run(bundle, config, n_train=len(train), tracking_uri=tracking_uri,
+                                  heldout_gold=heldout.gold, heldout_predicted=heldout.predicted)
     if register:
         from .registry import Registry
 
