@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test lint bench-parse bench-encoders bench-kb-scale bench-suggest clean
+.PHONY: install serve test lint bench-parse bench-encoders bench-kb-scale bench-suggest bench-finetune clean
 
 install: $(STAMP)
 
@@ -38,6 +38,9 @@ bench-kb-scale: install
 
 bench-suggest: install
 	$(BIN)/python -m lingxi.evals.bench_suggest
+
+bench-finetune: install
+	$(BIN)/python -m lingxi.evals.bench_finetune
 
 clean:
 	rm -rf $(VENV) .lingxi .pytest_cache .ruff_cache *.egg-info

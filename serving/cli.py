@@ -64,6 +64,17 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _finetune_options(args) -> dict | None:
+    if not getattr(args, "finetune", False):
+        return None
+    options: dict = {}
+    if args.finetune_steps:
+        options["max_steps"] = args.finetune_steps
+    if args.finetune_minutes:
+        options["time_budget_s"] = args.finetune_minutes * 60
+    return options
+
+
 def cmd_train(args) -> int:
     from lingxi.datasets.domain import DomainError, demo_domain_path
     from lingxi.serving.settings import load_settings
@@ -75,7 +86,8 @@ def cmd_train(args) -> int:
     try:
         result = train_domain(domain, models_dir, _train_config(args), log_to_mlflow=not args.no_mlflow,
                               tracking_uri=settings.tracking_uri, register=getattr(args, "register", False),
-                              sample_fraction=getattr(args, "sample", None))
+                              sample_fraction=getattr(args, "sample", None),
+                              finetune=_finetune_options(args))
     except DomainError as exc:
         for problem in exc.problems:
             print(f"{domain / problem.file if problem.line else problem.file}:{problem.line}: {problem.message}",
@@ -238,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
     p.add_argument("--register", action="store_true", help="register the model in MLflow as `challenger`")
     p.add_argument("--sample", type=float, help="train on this fraction of each intent's examples (e.g. 0.1)")
+    p.add_argument("--finetune", action="store_true",
+                   help="contrastively fine-tune the e5 encoder on the domain's examples first (CPU)")
+    p.add_argument("--finetune-steps", type=int, help="step budget for --finetune")
+    p.add_argument("--finetune-minutes", type=float, help="time budget for --finetune")
     model_options(p)
     p.set_defaults(func=cmd_train)
 

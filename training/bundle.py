@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from lingxi.nlu.intent import HeadConfig, IntentModel
 from lingxi.nlu.normalize import NormalizerConfig
 
 FORMAT_VERSION = 1
+BUNDLED = "bundle:"  # an encoder ``model`` starting with this lives inside the bundle folder
 
 
 class BundleError(RuntimeError):
@@ -113,6 +114,7 @@ def save_bundle(bundle: ModelBundle, models_dir: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{bundle.version}.", dir=target.parent))
     try:
         m = bundle.intent_model
+        bundle.encoders = [_embed_weights(e, tmp) for e in bundle.encoders]
         joblib.dump({"featurizer": m.featurizer_, "head": m.head_}, tmp / "head.joblib")
         (tmp / "bundle.json").write_text(json.dumps(_card(bundle), ensure_ascii=False, indent=2), "utf-8")
         os.replace(tmp, target)
@@ -121,6 +123,25 @@ def save_bundle(bundle: ModelBundle, models_dir: str | Path) -> Path:
         raise
     bundle.path = target
     return target
+
+
+def _embed_weights(cfg: EncoderConfig, folder: Path) -> EncoderConfig:
+    """Copy fine-tuned encoder weights into the bundle, so a registered bundle is self-contained.
+
+    Only encoders marked ``options["bundle_weights"] == "true"`` (set by ``lingxi train --finetune``)
+    are copied; hub names and packaged models stay references.
+    """
+    if cfg.options.get("bundle_weights") != "true" or not cfg.model or cfg.model.startswith(BUNDLED):
+        return cfg
+    name = Path(cfg.model).name
+    shutil.copytree(cfg.model, folder / "encoders" / name)
+    return replace(cfg, model=f"{BUNDLED}encoders/{name}")
+
+
+def _resolve_weights(cfg: EncoderConfig, folder: Path) -> EncoderConfig:
+    if cfg.model and cfg.model.startswith(BUNDLED):
+        return replace(cfg, model=str(folder / cfg.model.removeprefix(BUNDLED)))
+    return cfg
 
 
 def load_bundle(path: str | Path) -> ModelBundle:
@@ -144,7 +165,7 @@ def load_bundle(path: str | Path) -> ModelBundle:
         bot=card["bot"],
         version=card["version"],
         created_at=card["created_at"],
-        encoders=[EncoderConfig(**e) for e in card["encoders"]],
+        encoders=[_resolve_weights(EncoderConfig(**e), path) for e in card["encoders"]],
         normalizer=NormalizerConfig(**card["normalizer"]),
         intent_model=model,
         intents=[IntentInfo(**i) for i in card["intents"]],

