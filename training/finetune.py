@@ -49,6 +49,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from lingxi.nlu.e5_convert import swap_into_place
 from lingxi.nlu.encoders import EncoderConfig, set_thread_env
 
 __all__ = [
@@ -185,22 +186,6 @@ def _pair_batches(labels: Sequence[int], batch_size: int,
 def _atomic_dir(out_dir: Path) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-
-
-def _swap_into_place(new: Path, dest: Path) -> None:
-    """Rename ``new`` to ``dest``; an existing ``dest`` is moved aside first and restored if that fails."""
-    if not dest.exists():
-        new.rename(dest)
-        return
-    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-    shutil.rmtree(old, ignore_errors=True)
-    dest.rename(old)
-    try:
-        new.rename(dest)
-    except BaseException:
-        old.rename(dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _default_base() -> Path:
@@ -376,7 +361,7 @@ def finetune_encoder(
                     shutil.copy2(base_path / name, tmp / name)
             (tmp / FINETUNE_FILE).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", "utf-8")
             tmp.chmod(0o755)
-            _swap_into_place(tmp, out_dir)
+            swap_into_place(tmp, out_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
