@@ -25,7 +25,7 @@ from .encoders import Encoder
 from .entities import EntityExtractor
 from .intent import IntentModel
 from .normalize import Normalizer, detect_language, fold_width
-from .rules import KeywordRules, RuleContext
+from .rules import KeywordRules, RuleContext, RuleMatch
 
 DecisionKind = Literal["answer", "clarify", "out_of_scope", "rule"]
 MatchType = Literal["INTENT", "DIRECT_INTENT", "CLARIFY", "NO_MATCH", "KEYWORD_RULE"]
@@ -54,18 +54,6 @@ class ClarifyOption(msgspec.Struct):
 class Clarification(msgspec.Struct):
     question: str
     options: list[ClarifyOption]
-
-
-class RuleHit(msgspec.Struct):
-    rule_id: str
-    match: str
-    pattern: str
-    start: int
-    end: int
-    priority: int
-    response: str | None = None
-    article: str | None = None
-    intent: str | None = None
 
 
 class EntityOut(msgspec.Struct):
@@ -97,7 +85,7 @@ class ParseResult(msgspec.Struct):
     decision: DecisionKind
     match: Match
     clarification: Clarification | None
-    matched_rules: list[RuleHit]
+    matched_rules: list[RuleMatch]
     entities: list[EntityOut]
     response: Reply | None
     model: ModelRef
@@ -172,8 +160,6 @@ class NLUPipeline:
                     for e in self.entities.extract(fold_width(text), now=ctx.timestamp)]
         timing["entities"] = (time.perf_counter() - t3) * 1000
 
-        rule_hits = [RuleHit(h.rule_id, h.match, h.pattern, h.start, h.end, h.priority, h.response,
-                             h.article, h.intent) for h in hits]
         clarification = None
         response: Reply | None = None
         if direct is not None:
@@ -181,8 +167,8 @@ class NLUPipeline:
             intent = ranking[0]
             match = Match("DIRECT_INTENT", 1.0)
             response = self._intent_reply(direct)
-        elif rule_hits and (rule_hits[0].response or rule_hits[0].article or rule_hits[0].intent):
-            top_rule = rule_hits[0]
+        elif hits and (hits[0].response or hits[0].article or hits[0].intent):
+            top_rule = hits[0]
             kind = "rule"
             name = top_rule.intent or (decision.intent if decision.kind != "out_of_scope" else None)
             conf = 1.0 if top_rule.intent else (decision.confidence if name else 0.0)
@@ -218,7 +204,7 @@ class NLUPipeline:
             decision=kind,
             match=match,
             clarification=clarification,
-            matched_rules=rule_hits,
+            matched_rules=hits,
             entities=entities,
             response=response,
             model=self.model_ref,

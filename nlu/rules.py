@@ -16,6 +16,7 @@ from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
 import ahocorasick
+import msgspec
 
 from lingxi.datasets.domain import WEEKDAYS, RuleConditions, RuleSpec
 
@@ -31,17 +32,18 @@ class RuleContext:
     timestamp: datetime | None = None
 
 
-@dataclass(frozen=True)
-class RuleMatch:
+class RuleMatch(msgspec.Struct, frozen=True):
+    """One triggered rule; also the wire shape of ``matched_rules`` in a parse result."""
+
     rule_id: str
     match: str
     pattern: str
     start: int
     end: int
     priority: int
-    response: str | None
-    article: str | None
-    intent: str | None
+    response: str | None = None
+    article: str | None = None
+    intent: str | None = None
 
 
 def _parse_hhmm(value: str) -> time:
