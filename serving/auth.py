@@ -24,10 +24,22 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+DEFAULT_TENANT = "default"
+
+
 @dataclass(frozen=True)
 class Principal:
+    """Who is calling: the key's name, its role and the tenant whose data it may touch."""
+
     name: str
     role: str
+    tenant: str = DEFAULT_TENANT
+
+
+def principal(connection: ASGIConnection) -> Principal:
+    """The caller a guard admitted (anonymous admin of the default tenant when keys are off)."""
+    found = connection.scope.get("state", {}).get("principal")
+    return found if isinstance(found, Principal) else Principal("anonymous", "admin")
 
 
 class KeyRing:
@@ -73,5 +85,6 @@ def require(role: str):
             raise ApiError(401, "unauthorized", "invalid API key")
         if ROLE_RANK[key.role] < ROLE_RANK[role]:
             raise ApiError(403, "forbidden", f"this key has role {key.role!r}; {role!r} is required")
+        connection.scope.setdefault("state", {})["principal"] = Principal(key.name, key.role, key.tenant)
 
     return guard

@@ -21,6 +21,7 @@ class ApiKey(msgspec.Struct, forbid_unknown_fields=True):
 
     name: str
     role: Role = "read"
+    tenant: str = "default"
     key: str | None = None
     sha256: str | None = None
 
