@@ -30,8 +30,8 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.temperature = temperature
 
-    def fit(self, X, y) -> LogRegHead:
-        self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(X, y)
+    def fit(self, X, y, sample_weight=None) -> LogRegHead:
+        self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(X, y, sample_weight=sample_weight)
         self.classes_ = np.asarray(self.model_.classes_)
         return self
 
@@ -60,10 +60,10 @@ class MLPHead(ClassifierMixin, BaseEstimator):
         self.seed = seed
         self.temperature = temperature
 
-    def fit(self, X, y) -> MLPHead:
+    def fit(self, X, y, sample_weight=None) -> MLPHead:
         self.model_ = MLPClassifier(hidden_layer_sizes=(self.hidden,), alpha=self.alpha,
                                     max_iter=self.max_iter, early_stopping=False,
-                                    random_state=self.seed).fit(X, y)
+                                    random_state=self.seed).fit(X, y, sample_weight=sample_weight)
         self.classes_ = np.asarray(self.model_.classes_)
         return self
 
@@ -89,16 +89,23 @@ class CentroidHead(ClassifierMixin, BaseEstimator):
     def _dense(self, X) -> np.ndarray:
         return _dense_part(X, self.dense_dim)
 
-    def fit(self, X, y) -> CentroidHead:
+    def fit(self, X, y, sample_weight=None) -> CentroidHead:
         X = self._dense(X)
         y = np.asarray(y)
+        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         self.classes_ = np.unique(y)
-        self.centroids_ = _dense_part(np.stack([X[y == c].mean(axis=0) for c in self.classes_]), None)
+        self.centroids_ = _dense_part(np.stack([np.average(X[y == c], axis=0, weights=w[y == c])
+                                                for c in self.classes_]), None)
         return self
 
     def logits(self, X) -> np.ndarray:
         check_is_fitted(self, "centroids_")
         return self.scale * (self._dense(X) @ self.centroids_.T).astype(np.float64)
+
+    def similarity(self, X) -> np.ndarray:
+        """Best cosine to a class centroid."""
+        check_is_fitted(self, "centroids_")
+        return (self._dense(X) @ self.centroids_.T).max(axis=1).astype(np.float64)
 
     def predict_proba(self, X) -> np.ndarray:
         return softmax(self.logits(X) / self.temperature, axis=1)
@@ -126,8 +133,9 @@ class LogRegKnnHead(ClassifierMixin, BaseEstimator):
     def _dense(self, X) -> np.ndarray:
         return _dense_part(X, self.dense_dim)
 
-    def fit(self, X, y) -> LogRegKnnHead:
-        self.logreg_ = LogRegHead(C=self.C, max_iter=self.max_iter).fit(X, y)
+    def fit(self, X, y, sample_weight=None) -> LogRegKnnHead:
+        """``sample_weight`` weighs the logistic regression; every example counts as a neighbour."""
+        self.logreg_ = LogRegHead(C=self.C, max_iter=self.max_iter).fit(X, y, sample_weight)
         self.classes_ = self.logreg_.classes_
         # examples sorted by class, so each class's best cosine is one reduceat over a slice
         cls = np.searchsorted(self.classes_, np.asarray(y))
@@ -136,11 +144,17 @@ class LogRegKnnHead(ClassifierMixin, BaseEstimator):
         self.class_starts_ = np.searchsorted(cls[order], np.arange(len(self.classes_)))
         return self
 
-    def knn_proba(self, X) -> np.ndarray:
+    def _best_per_class(self, X) -> np.ndarray:
         check_is_fitted(self, "examples_")
         sims = self._dense(X) @ self.examples_.T
-        best = np.maximum.reduceat(sims, self.class_starts_, axis=1)
-        return softmax(self.scale * best.astype(np.float64), axis=1)
+        return np.maximum.reduceat(sims, self.class_starts_, axis=1)
+
+    def knn_proba(self, X) -> np.ndarray:
+        return softmax(self.scale * self._best_per_class(X).astype(np.float64), axis=1)
+
+    def similarity(self, X) -> np.ndarray:
+        """Best cosine to any training example: how familiar the message is, which the softmax hides."""
+        return self._best_per_class(X).max(axis=1).astype(np.float64)
 
     def logits(self, X) -> np.ndarray:
         mixed = self.alpha * softmax(self.logreg_.logits(X), axis=1) + (1 - self.alpha) * self.knn_proba(X)

@@ -6,6 +6,14 @@
 * **clarify** otherwise: ask which of the 2–4 closest intents the customer meant (Lex's
   ``maxDisambiguationIntents``, WeChat's 相似问题推荐).
 
+**What "best" means for rejection.** A softmax only says how the intents compare with each other,
+so a message unlike anything in training can still get a peaked distribution. When the head can
+tell how close the message is to its nearest training example (``similarity``, a cosine), the
+reject test uses the *similarity-discounted* confidence ``p1 · exp(w · (similarity − 1))``: equal
+to ``p1`` for a message that matches an example exactly, lower the further it is from all of
+them. ``w`` is fitted on held-out data with out-of-scope rows (the weight with the best held-out
+AUROC for telling in-scope from out-of-scope; 0 — plain ``p1`` — when there are too few OOS rows).
+
 The thresholds are *fitted* on held-out predictions (:func:`fit_thresholds`), never hand-set:
 ``reject`` maximises a prior-weighted accuracy over in-scope and out-of-scope examples, and
 ``answer``/``margin`` maximise a utility over the in-scope ones (a right answer is worth 1, a
@@ -36,6 +44,7 @@ class Thresholds:
     margin: float
     max_options: int = 4
     option_ratio: float = 0.25  # an option must have ≥ this share of the top probability
+    similarity_weight: float = 0.0  # w of the similarity-discounted confidence (0: reject on p1 alone)
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -53,6 +62,8 @@ class DecisionPolicy:
     in_scope_retention: float = 0.99  # without held-out OOS rows: keep this share of right answers
     oos_recall_target: float | None = None  # if set: the lowest reject threshold reaching this held-out OOS recall
     max_options: int = 4
+    similarity_weights: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0)
+    min_oos_for_similarity: int = 20  # held-out OOS rows needed before a similarity weight is fitted
 
 
 @dataclass(frozen=True)
@@ -69,8 +80,18 @@ def in_scope_ranking(probs: np.ndarray, classes: Sequence[str]) -> list[tuple[st
     return [(classes[i], float(probs[i])) for i in order if is_intent(classes[i])]
 
 
-def decide(probs: np.ndarray, classes: Sequence[str], t: Thresholds) -> Decision:
-    """Decision for one probability row (over ``classes``, which may include ``oos``)."""
+def discounted(p1, similarity, weight: float):
+    """``p1 · exp(w · (similarity − 1))``: confidence discounted by distance from the training examples."""
+    if similarity is None or not weight:
+        return p1
+    return p1 * np.exp(weight * (np.asarray(similarity, dtype=np.float64) - 1.0))
+
+
+def decide(probs: np.ndarray, classes: Sequence[str], t: Thresholds, similarity: float | None = None) -> Decision:
+    """Decision for one probability row (over ``classes``, which may include ``oos``).
+
+    ``similarity`` is the message's best cosine to a training example, when the head knows it.
+    """
     ranking = in_scope_ranking(probs, classes)
     if not ranking:
         return Decision("out_of_scope", None, 0.0)
@@ -82,7 +103,7 @@ def decide(probs: np.ndarray, classes: Sequence[str], t: Thresholds) -> Decision
         if p_vague >= t.reject and p_vague > p1:
             options = tuple(name for name, _ in ranking[: t.max_options])
             return Decision("clarify", top, p1, options, category=label[len(VAGUE_PREFIX):])
-    if p1 < t.reject:
+    if discounted(p1, similarity, t.similarity_weight) < t.reject:
         return Decision("out_of_scope", None, p1)
     if p1 >= t.answer and p1 - p2 >= t.margin:
         return Decision("answer", top, p1)
@@ -110,8 +131,13 @@ def fit_thresholds(
     classes: Sequence[str],
     gold: Sequence[str],
     policy: DecisionPolicy | None = None,
+    similarity: np.ndarray | None = None,
 ) -> Thresholds:
-    """Fit reject/answer/margin on held-out probabilities. ``gold`` uses ``oos`` for out-of-scope rows."""
+    """Fit reject/answer/margin on held-out probabilities. ``gold`` uses ``oos`` for out-of-scope rows.
+
+    ``similarity`` (one best-cosine per row, from the model that produced ``probs``) lets the
+    reject test use the similarity-discounted confidence; see the module docstring.
+    """
     policy = policy or DecisionPolicy()
     classes = list(classes)
     gold = np.asarray(gold)
@@ -122,29 +148,35 @@ def fit_thresholds(
     pred = np.asarray(classes)[top]
     is_oos = gold == OOS
     correct = (pred == gold) & ~is_oos
-
-    # --- reject: maximise (1-π)·in-scope accuracy + π·OOS recall over candidate cut points
-    candidates = np.unique(np.concatenate([[0.0], np.round(p1, 4)]))
     n_in = max(int((~is_oos).sum()), 1)
     n_oos = int(is_oos.sum())
+
+    weight = 0.0
+    if similarity is not None and n_oos >= policy.min_oos_for_similarity and (~is_oos).any():
+        similarity = np.asarray(similarity, dtype=np.float64)[rows]
+        weight = _best_similarity_weight(p1, similarity, is_oos, policy.similarity_weights)
+    confidence = discounted(p1, similarity, weight)
+
+    # --- reject: maximise (1-π)·in-scope accuracy + π·OOS recall over candidate cut points
+    candidates = np.unique(np.concatenate([[0.0], np.round(confidence, 4)]))
     if n_oos and policy.oos_recall_target is not None:
-        reaching = [t for t in candidates if (is_oos & (p1 < t)).sum() / n_oos >= policy.oos_recall_target]
+        reaching = [t for t in candidates if (is_oos & (confidence < t)).sum() / n_oos >= policy.oos_recall_target]
         best_reject = float(min(reaching)) if reaching else float(candidates.max())
     elif n_oos:
         best_reject, best_score = 0.0, -np.inf
         for t in candidates:
-            acc = (correct & (p1 >= t)).sum() / n_in
-            rec = (is_oos & (p1 < t)).sum() / n_oos
-            lost = ((~is_oos) & (p1 < t)).sum() / n_in
+            acc = (correct & (confidence >= t)).sum() / n_in
+            rec = (is_oos & (confidence < t)).sum() / n_oos
+            lost = ((~is_oos) & (confidence < t)).sum() / n_in
             score = (1 - policy.oos_prior) * (acc - policy.reject_in_scope_cost * lost) + policy.oos_prior * rec
             if score > best_score + 1e-12:
                 best_reject, best_score = float(t), score
     else:
         # No out-of-scope examples held out: keep `in_scope_retention` of the right answers.
-        best_reject = float(np.quantile(p1[correct], 1 - policy.in_scope_retention)) if correct.any() else 0.0
+        best_reject = float(np.quantile(confidence[correct], 1 - policy.in_scope_retention)) if correct.any() else 0.0
 
     # --- answer / margin: utility over in-scope rows that pass the reject threshold
-    keep = (~is_oos) & (p1 >= best_reject)
+    keep = (~is_oos) & (confidence >= best_reject)
     in_options = np.zeros(len(gold), dtype=bool)
     class_arr = np.asarray(classes)
     for i in np.where(keep)[0]:
@@ -168,4 +200,17 @@ def fit_thresholds(
             if u > best_u + 1e-9:
                 best_u, best = u, (ta, float(m))
     return Thresholds(reject=round(best_reject, 4), answer=round(best[0], 4), margin=best[1],
-                      max_options=policy.max_options)
+                      max_options=policy.max_options, similarity_weight=weight)
+
+
+def _best_similarity_weight(p1: np.ndarray, similarity: np.ndarray, is_oos: np.ndarray,
+                            weights: Sequence[float]) -> float:
+    """The weight whose discounted confidence best ranks in-scope above out-of-scope rows (AUROC)."""
+    from sklearn.metrics import roc_auc_score
+
+    best_w, best_auc = 0.0, -1.0
+    for w in weights:
+        auc = roc_auc_score(~is_oos, np.log(np.clip(p1, 1e-12, 1.0)) + w * similarity)
+        if auc > best_auc + 1e-6:  # ties keep the smaller weight
+            best_w, best_auc = float(w), auc
+    return best_w

@@ -35,7 +35,9 @@ class IntentModel:
         self.policy = policy or DecisionPolicy()
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, texts: Sequence[str], embeddings: np.ndarray, labels: Sequence[str]) -> IntentModel:
+    def fit(self, texts: Sequence[str], embeddings: np.ndarray, labels: Sequence[str],
+            sample_weight: Sequence[float] | None = None) -> IntentModel:
+        """``sample_weight`` (optional): how much each example counts (e.g. weak labels less)."""
         if len(texts) != len(labels) or len(texts) != len(embeddings):
             raise ValueError("texts, embeddings and labels must have the same length")
         if len(set(labels)) < 2:
@@ -47,7 +49,8 @@ class IntentModel:
         params = dict(self.head.params)
         if self.head.name in ("centroid", "logreg+knn"):
             params.setdefault("dense_dim", int(np.asarray(embeddings).shape[1]))
-        self.head_ = build_head(self.head.name, **params).fit(X, list(labels))
+        weighted = {} if sample_weight is None else {"sample_weight": np.asarray(sample_weight, dtype=np.float64)}
+        self.head_ = build_head(self.head.name, **params).fit(X, list(labels), **weighted)
         self.classes_ = [str(c) for c in self.head_.classes_]
         self.temperature_ = 1.0
         self.thresholds_ = Thresholds(reject=0.0, answer=0.0, margin=0.0, max_options=self.policy.max_options)
@@ -56,7 +59,14 @@ class IntentModel:
     def logits(self, texts: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
         return self.head_.logits(self.featurizer_.transform(texts, embeddings))
 
-    def calibrate(self, logits: np.ndarray, gold: Sequence[str]) -> IntentModel:
+    def similarity(self, texts: Sequence[str], embeddings: np.ndarray) -> np.ndarray | None:
+        """Best cosine of each text to a training example (heads that keep examples), else None."""
+        if not hasattr(self.head_, "similarity"):
+            return None
+        return self.head_.similarity(self.featurizer_.transform(texts, embeddings))
+
+    def calibrate(self, logits: np.ndarray, gold: Sequence[str],
+                  similarity: np.ndarray | None = None) -> IntentModel:
         """Fit temperature and thresholds on *held-out* logits (rows of ``gold`` may be ``oos``).
 
         The logits may come from this model or from sibling models fitted on other folds (out-of-fold
@@ -66,7 +76,7 @@ class IntentModel:
         y_index = np.array([index.get(g, -1) for g in gold])
         self.temperature_ = fit_temperature(logits, y_index)  # rows of unknown labels are skipped
         probs = self._softmax(logits)
-        self.thresholds_ = fit_thresholds(probs, self.classes_, list(gold), self.policy)
+        self.thresholds_ = fit_thresholds(probs, self.classes_, list(gold), self.policy, similarity)
         return self
 
     # ------------------------------------------------------------------ inference
@@ -79,8 +89,15 @@ class IntentModel:
     def predict_proba(self, texts: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
         return self._softmax(self.logits(texts, embeddings))
 
-    def decide(self, probs_row: np.ndarray) -> Decision:
-        return decide(probs_row, self.classes_, self.thresholds_)
+    def predict_scores(self, texts: Sequence[str], embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated probabilities and, when the head knows it, each text's best training-example cosine."""
+        X = self.featurizer_.transform(texts, embeddings)
+        probs = self._softmax(self.head_.logits(X))
+        similarity = self.head_.similarity(X) if hasattr(self.head_, "similarity") else None
+        return probs, similarity
+
+    def decide(self, probs_row: np.ndarray, similarity: float | None = None) -> Decision:
+        return decide(probs_row, self.classes_, self.thresholds_, similarity)
 
     @property
     def intents(self) -> list[str]:

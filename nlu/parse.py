@@ -130,6 +130,8 @@ class NLUPipeline:
         self.parse("hello, where is my order", ParseContext())
 
     def _encode(self, text: str) -> np.ndarray:
+        if getattr(self.encoder, "thread_safe", False):  # e.g. the serving batcher: concurrent calls coalesce
+            return self.encoder.encode([text], "query")
         with self._encode_lock:  # the C/numpy engines are single-threaded and not re-entrant
             return self.encoder.encode([text], "query")
 
@@ -148,8 +150,9 @@ class NLUPipeline:
             emb = self._encode(normalized)
             t2 = time.perf_counter()
             timing["encode"] = (t2 - t1) * 1000
-            probs = self.model.predict_proba([normalized], emb)[0]
-            decision = self.model.decide(probs)
+            all_probs, similarity = self.model.predict_scores([normalized], emb)
+            probs = all_probs[0]
+            decision = self.model.decide(probs, None if similarity is None else float(similarity[0]))
             ranking = self._ranking(probs)
             timing["classify"] = (time.perf_counter() - t2) * 1000
         else:

@@ -67,3 +67,39 @@ def test_temperature_ignores_rows_whose_class_was_absent_from_their_fold():
     poisoned[np.arange(10), y[:10]] = -1e4  # class unseen in that fold
     assert abs(fit_temperature(poisoned, y) - clean) < 0.2 * clean
     assert clean < 5.0
+
+
+def test_similarity_discount_rejects_unfamiliar_messages_a_peaked_softmax_would_answer():
+    """OOS rows here are as *peaked* as in-scope ones (p1 alone cannot separate them) but far from
+    every training example; with held-out similarities the fitted weight makes the reject test use it."""
+    rng = np.random.default_rng(1)
+    rows, gold, sims = [], [], []
+    for i in range(300):
+        p = rng.uniform(0.5, 0.95)
+        row = np.full(4, (1 - p) / 3)
+        label = ["a", "b", "c"][i % 3]
+        row[CLASSES.index(label)] = p
+        rows.append(row)
+        gold.append(label)
+        sims.append(rng.uniform(0.85, 0.99))
+    for i in range(100):
+        p = rng.uniform(0.5, 0.95)
+        row = np.full(4, (1 - p) / 3)
+        row[i % 3] = p
+        rows.append(row)
+        gold.append(OOS)
+        sims.append(rng.uniform(0.6, 0.8))
+    probs, sims = np.array(rows), np.array(sims)
+    plain = fit_thresholds(probs, CLASSES, gold, DecisionPolicy())
+    with_sim = fit_thresholds(probs, CLASSES, gold, DecisionPolicy(), similarity=sims)
+    assert plain.similarity_weight == 0.0 and with_sim.similarity_weight > 0
+
+    def oos_recall(t, s):
+        return np.mean([decide(r, CLASSES, t, None if s is None else x).kind == "out_of_scope"
+                        for r, g, x in zip(probs, gold, sims, strict=True) if g == OOS])
+
+    assert oos_recall(with_sim, sims) >= 0.9 > oos_recall(plain, None) + 0.3
+    # a message identical to a training example (similarity 1) is judged on p1 alone
+    t = Thresholds(reject=0.3, answer=0.7, margin=0.1, similarity_weight=10.0)
+    assert decide(np.array([0.9, 0.05, 0.03, 0.02]), CLASSES, t, similarity=1.0).kind == "answer"
+    assert decide(np.array([0.9, 0.05, 0.03, 0.02]), CLASSES, t, similarity=0.7).kind == "out_of_scope"

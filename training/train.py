@@ -49,38 +49,48 @@ class Dataset:
     texts: list[str]
     embeddings: np.ndarray
     labels: list[str]
+    weights: np.ndarray | None = None  # per-example training weight (None: all 1)
 
     def subset(self, index: Sequence[int]) -> Dataset:
         index = list(index)
-        return Dataset([self.texts[i] for i in index], self.embeddings[index], [self.labels[i] for i in index])
+        return Dataset([self.texts[i] for i in index], self.embeddings[index], [self.labels[i] for i in index],
+                       None if self.weights is None else self.weights[index])
 
     def __len__(self) -> int:
         return len(self.texts)
 
 
-def _aligned_logits(model: IntentModel, data: Dataset, classes: list[str]) -> np.ndarray:
-    """Logits of ``model`` laid out over ``classes`` (a fold may lack a rare class: column = -inf-ish)."""
+def _aligned_logits(model: IntentModel, data: Dataset, classes: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits of ``model`` laid out over ``classes`` (a fold may lack a rare class: column = -inf-ish),
+    and each row's best training-example cosine (None for heads without examples)."""
     raw = model.logits(data.texts, data.embeddings)
     out = np.full((len(data), len(classes)), -1e4)
     for j, c in enumerate(model.classes_):
         out[:, classes.index(c)] = raw[:, j]
-    return out
+    return out, model.similarity(data.texts, data.embeddings)
 
 
-def out_of_fold_logits(train: Dataset, config: TrainConfig) -> np.ndarray:
+def out_of_fold_logits(train: Dataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray | None]:
     classes = sorted(set(train.labels))
     smallest = min(Counter(train.labels).values())
     folds = max(2, min(config.cv_folds, smallest))
     skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.seed)
     logits = np.zeros((len(train), len(classes)))
+    similarity: np.ndarray | None = np.zeros(len(train))
     for fit_idx, score_idx in skf.split(train.texts, train.labels):
         fold = IntentModel(config.head, config.policy).fit(*_xyz(train.subset(fit_idx)))
-        logits[score_idx] = _aligned_logits(fold, train.subset(score_idx), classes)
-    return logits
+        fold_logits, fold_similarity = _aligned_logits(fold, train.subset(score_idx), classes)
+        logits[score_idx] = fold_logits
+        if fold_similarity is None:
+            similarity = None
+        elif similarity is not None:
+            similarity[score_idx] = fold_similarity
+    return logits, similarity
 
 
-def _xyz(data: Dataset) -> tuple[list[str], np.ndarray, list[str]]:
-    return data.texts, data.embeddings, data.labels
+def _xyz(data: Dataset) -> tuple[list[str], np.ndarray, list[str], np.ndarray | None]:
+    """The arguments of ``IntentModel.fit``: texts, embeddings, labels, sample weights."""
+    return data.texts, data.embeddings, data.labels, data.weights
 
 
 def fit_intent_model(train: Dataset, config: TrainConfig, heldout: Dataset | None = None) -> IntentModel:
@@ -92,7 +102,8 @@ def fit_intent_model(train: Dataset, config: TrainConfig, heldout: Dataset | Non
     """
     if heldout is not None and len(heldout):
         model = IntentModel(config.head, config.policy).fit(*_xyz(train))
-        return model.calibrate(_aligned_logits(model, heldout, model.classes_), heldout.labels)
+        logits, similarity = _aligned_logits(model, heldout, model.classes_)
+        return model.calibrate(logits, heldout.labels, similarity)
     if len(train) >= config.slice_calibration_above:
         from sklearn.model_selection import train_test_split
 
@@ -101,11 +112,11 @@ def fit_intent_model(train: Dataset, config: TrainConfig, heldout: Dataset | Non
         part = IntentModel(config.head, config.policy).fit(*_xyz(train.subset(fit_idx)))
         classes = sorted(set(train.labels))
         cal = train.subset(cal_idx)
-        logits, gold = _aligned_logits(part, cal, classes), cal.labels
+        (logits, similarity), gold = _aligned_logits(part, cal, classes), cal.labels
     else:
-        logits, gold = out_of_fold_logits(train, config), train.labels
+        (logits, similarity), gold = out_of_fold_logits(train, config), train.labels
     model = IntentModel(config.head, config.policy).fit(*_xyz(train))
-    return model.calibrate(logits, gold)
+    return model.calibrate(logits, gold, similarity)
 
 
 def _with_finetuned_e5(config: TrainConfig, texts: list[str], labels: list[str], normalizer: Normalizer,
