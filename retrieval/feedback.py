@@ -1,8 +1,11 @@
 """Feedback on search results → smoothed article quality → a bounded rerank factor, and editing flags.
 
 Events (stable wire names): ``impression`` (shown at ``rank``), ``click``, ``dwell`` (time on the
-article after a click) and ``vote`` (``resolved`` true/false). They are stored durably and folded
-into counters per article and per (intent, article).
+article after a click) and ``vote`` (``resolved`` true/false). They live in the one event store
+(:mod:`lingxi.training.events`), whatever brought them in (``POST /v1/feedback`` here, or
+``POST /v1/events``), and are folded into counters per article and per (intent, article)
+*incrementally*: :meth:`FeedbackStore.advance` reads the events after its cursor and adds them, in
+the same transaction that moves the cursor, so every event counts exactly once.
 
 Why these estimators:
 
@@ -18,6 +21,12 @@ Why these estimators:
   and a click followed by a "not resolved" vote did not satisfy either; neither counts as a good
   click. Customers click the first result whatever it is, so clicks alone would reward rank 1.
 
+* **Decay.** What customers did last year says little about an article edited since, so every
+  event's weight halves every ``half_life_days``. Counters use *forward decay* (Cormode et al.
+  2009): an event at time t adds ``2^((t - L)/h)`` for a fixed landmark L, and reading at time
+  ``now`` multiplies by ``2^(-(now - L)/h)``; old events never have to be revisited. The all-time
+  raw counts are kept beside them for display.
+
 The rerank factor is ``exp(boost)`` with ``boost = a·ln(ctr/ctr₀) + b·ln(res/res₀)`` clipped to
 [``min_boost``, ``max_boost``]. The clip is asymmetric on purpose: good feedback can lift an
 article about 2× (enough to pass a close competitor, not an irrelevant one to the top), while an
@@ -29,10 +38,12 @@ votes say it does not resolve.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
@@ -49,9 +60,24 @@ from sqlalchemy import (
     Table,
     Text,
     insert,
+    inspect,
     select,
+    update,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from lingxi.training.events import (
+    FEEDBACK_TYPES,
+    Click,
+    Dwell,
+    Event,
+    EventStore,
+    Impression,
+    KnownArticles,
+    StoredEvent,
+    Vote,
+)
 
 from .articles import KbError
 
@@ -59,9 +85,12 @@ EventType = Literal["impression", "click", "dwell", "vote"]
 ALL_INTENTS = ""  # the intent key of per-article counters
 
 fb_metadata = MetaData()
+legacy_metadata = MetaData()
 
+# Before the event store, feedback had its own event table; :meth:`FeedbackStore.create_schema`
+# copies its rows into the event store once (ids ``legacy-kb-<id>``). Nothing writes it any more.
 events_t = Table(
-    "kb_feedback_events", fb_metadata,
+    "kb_feedback_events", legacy_metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("type", String(16), nullable=False),
@@ -76,17 +105,31 @@ events_t = Table(
     Column("visitor_id", String(128), nullable=True),
 )
 
-stats_t = Table(
-    "kb_feedback_stats", fb_metadata,
+counters_t = Table(
+    "kb_feedback_counters", fb_metadata,
     Column("article_id", String(64), nullable=False),
     Column("intent", String(64), nullable=False),
+    # all-time raw counts (for people) …
     Column("impressions", Integer, nullable=False, default=0),
     Column("examinations", Float, nullable=False, default=0.0),
     Column("clicks", Integer, nullable=False, default=0),
     Column("short_dwells", Integer, nullable=False, default=0),
     Column("resolved", Integer, nullable=False, default=0),
     Column("not_resolved", Integer, nullable=False, default=0),
+    # … and forward-decayed weights relative to the landmark (for ranking)
+    Column("w_impressions", Float, nullable=False, default=0.0),
+    Column("w_examinations", Float, nullable=False, default=0.0),
+    Column("w_clicks", Float, nullable=False, default=0.0),
+    Column("w_short_dwells", Float, nullable=False, default=0.0),
+    Column("w_resolved", Float, nullable=False, default=0.0),
+    Column("w_not_resolved", Float, nullable=False, default=0.0),
     PrimaryKeyConstraint("article_id", "intent"),
+)
+
+fb_meta_t = Table(  # "cursor": last event seq folded in; "landmark": L of the forward decay
+    "kb_feedback_meta", fb_metadata,
+    Column("key", String(32), primary_key=True),
+    Column("value", Float, nullable=False),
 )
 
 queries_t = Table(
@@ -105,6 +148,8 @@ class InvalidFeedback(KbError):
 
 
 class FeedbackEvent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``event_id`` (optional) makes a retried request idempotent, as in ``POST /v1/events``."""
+
     type: EventType
     article_id: str
     rank: int | None = None
@@ -116,6 +161,8 @@ class FeedbackEvent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     channel: str | None = None
     visitor_id: str | None = None
     at: datetime | None = None
+    event_id: str | None = None
+    conversation_id: str | None = None
 
 
 class QualityConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -133,6 +180,7 @@ class QualityConfig(msgspec.Struct, frozen=True, kw_only=True):
     min_boost: float = -2.0
     flag_min_votes: int = 5
     flag_max_resolution: float = 0.4
+    half_life_days: float = 30.0  # 0 or less: no decay
 
 
 class Stats(msgspec.Struct, kw_only=True):
@@ -165,6 +213,11 @@ class Quality(msgspec.Struct, kw_only=True):
     resolved: int
 
 
+def _with_counts(q: Quality, raw: Stats) -> Quality:
+    return msgspec.structs.replace(q, impressions=raw.impressions, clicks=raw.clicks, votes=raw.votes,
+                                   resolved=raw.resolved)
+
+
 class Flag(msgspec.Struct, kw_only=True):
     article_id: str
     resolution: float
@@ -189,10 +242,48 @@ def validate_event(e: FeedbackEvent) -> None:
         raise InvalidFeedback("a dwell event needs `dwell_ms` between 0 and 86400000")
     if e.type == "vote" and e.resolved is None:
         raise InvalidFeedback("a vote needs `resolved` (true or false)")
-    for name, limit in (("query", 500), ("intent", 64), ("search_id", 64), ("channel", 64), ("visitor_id", 128)):
+    for name, limit in (("query", 500), ("intent", 64), ("search_id", 64), ("channel", 64), ("visitor_id", 128),
+                        ("conversation_id", 128)):
         value = getattr(e, name)
         if value is not None and len(value) > limit:
             raise InvalidFeedback(f"`{name}` longer than {limit} characters")
+    if e.event_id is not None and not _EVENT_ID.match(e.event_id):
+        raise InvalidFeedback("`event_id` must be 1..128 letters, digits or _ . : @ / + = -")
+
+
+_EVENT_ID = re.compile(r"^[\w.:@/+=\-]{1,128}$")
+
+
+def to_store_event(e: FeedbackEvent, tenant: str, now: float) -> Event:
+    """The event-store form of a (validated) feedback event."""
+    if e.type == "impression":
+        payload = Impression(article_id=e.article_id, rank=e.rank or 1, search_id=e.search_id, query=e.query,
+                             intent=e.intent)
+    elif e.type == "click":
+        payload = Click(article_id=e.article_id, rank=e.rank, search_id=e.search_id, query=e.query, intent=e.intent)
+    elif e.type == "dwell":
+        payload = Dwell(article_id=e.article_id, dwell_ms=e.dwell_ms or 0, search_id=e.search_id, intent=e.intent)
+    else:
+        payload = Vote(article_id=e.article_id, resolved=bool(e.resolved), search_id=e.search_id, query=e.query,
+                       intent=e.intent)
+    ts = e.at.timestamp() if e.at is not None else now
+    return Event(event_id=e.event_id or f"fb:{uuid.uuid4().hex}", payload=payload, ts=ts, tenant=tenant,
+                 conversation_id=e.conversation_id, visitor_id=e.visitor_id, channel=e.channel)
+
+
+def from_store_event(e: StoredEvent) -> FeedbackEvent:
+    """A stored ``impression`` / ``click`` / ``dwell`` / ``vote`` as a :class:`FeedbackEvent`."""
+    p = e.payload
+    return FeedbackEvent(type=e.type, article_id=p.article_id, rank=getattr(p, "rank", None),  # type: ignore[arg-type]
+                         search_id=p.search_id, query=getattr(p, "query", None), intent=p.intent,
+                         dwell_ms=getattr(p, "dwell_ms", None), resolved=getattr(p, "resolved", None),
+                         channel=e.channel, visitor_id=e.visitor_id, event_id=e.event_id,
+                         conversation_id=e.conversation_id, at=datetime.fromtimestamp(e.ts, UTC))
+
+
+def feedback_after(store: EventStore, after: int, limit: int = 5000) -> list[tuple[int, FeedbackEvent]]:
+    """(seq, event) of the feedback events after ``after``: for consumers that keep their own cursor."""
+    return [(e.seq, from_store_event(e)) for e in store.read(after, limit, FEEDBACK_TYPES)]
 
 
 def _increments(e: FeedbackEvent, cfg: QualityConfig) -> dict[str, float]:
@@ -263,86 +354,214 @@ class QualityModel:
                        votes=s.votes, resolved=s.resolved)
 
 
-class FeedbackStore:
-    """Durable events + counters, with an in-memory copy of the counters for ranking.
+_WEIGHTED = tuple(f"w_{c}" for c in ("impressions", *_COUNTERS[1:]))
 
-    Counters change in the same transaction as their event. Replicas sharing a database call
-    :meth:`reload` now and then to see each other's feedback.
+
+class FeedbackStore:
+    """Counters folded from the event store, kept in the KB database and mirrored in memory for ranking.
+
+    :meth:`record` appends to the event store and folds at once; events that arrive another way
+    (``POST /v1/events``, other replicas) are folded by :meth:`advance`, which the KB service calls
+    every few seconds. Replicas sharing the KB database must share the event store too: the cursor
+    is one number. Without an ``events`` store the events go to the KB database itself. Only
+    ``tenant``'s events count: every tenant has its own knowledge base.
     """
 
-    def __init__(self, engine: Engine, config: QualityConfig | None = None) -> None:
+    def __init__(self, engine: Engine, config: QualityConfig | None = None, events: EventStore | None = None,
+                 clock: Callable[[], float] = time.time, tenant: str = "default") -> None:
         self.engine = engine
+        self.tenant = tenant
         self.config = config or QualityConfig()
+        self.events = events or EventStore(engine.url.render_as_string(hide_password=True), engine=engine)
+        self.clock = clock
         self.model = QualityModel(self.config)
-        self._stats: dict[tuple[str, str], Stats] = {}
+        self.known_articles: KnownArticles | None = None  # set by the KB so unknown ids get flagged
+        self._stats: dict[tuple[str, str], Stats] = {}  # all-time raw counts
+        self._weights: dict[tuple[str, str], Stats] = {}  # forward-decayed weights (floats)
+        self._cursor = 0
+        self._landmark: float | None = None
         self._pending_queries: Counter[tuple[str, str]] = Counter()
         self._hot_cache: tuple[float, dict[str, int]] = (0.0, {})
         self._lock = threading.Lock()
+        self._advance_lock = threading.Lock()
 
     def create_schema(self) -> FeedbackStore:
         fb_metadata.create_all(self.engine)
+        self.events.create_schema()
+        with self.engine.begin() as conn:
+            if conn.execute(select(fb_meta_t.c.value).where(fb_meta_t.c.key == "cursor")).first() is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(fb_meta_t).values(key="cursor", value=0))
+                except IntegrityError:  # another process created it first
+                    pass
+        self._import_legacy()
         return self
 
     def reload(self) -> FeedbackStore:
+        """Read the counters (as folded by any replica) into memory."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(stats_t)).all()
+            rows = conn.execute(select(counters_t)).all()
+            meta = dict(conn.execute(select(fb_meta_t.c.key, fb_meta_t.c.value)).all())
         stats = {(r.article_id, r.intent): Stats(**{c: getattr(r, c) for c in _COUNTERS}) for r in rows}
+        weights = {(r.article_id, r.intent): Stats(**{c[2:]: getattr(r, c) for c in _WEIGHTED}) for r in rows}
         with self._lock:
-            self._stats = stats
-            self.model.fit(stats)
+            self._stats, self._weights = stats, weights
+            self._cursor, self._landmark = int(meta.get("cursor", 0)), meta.get("landmark")
+            self.model.fit(self._decayed_all())
         return self
+
+    # -- decay
+    def _factor(self, at: float | None = None) -> float:
+        """What a stored weight is worth at ``at`` (now by default)."""
+        h = self.config.half_life_days * 86_400
+        if h <= 0 or self._landmark is None:
+            return 1.0
+        return 2.0 ** (-((self.clock() if at is None else at) - self._landmark) / h)
+
+    def _weight(self, ts: float, landmark: float) -> float:
+        h = self.config.half_life_days * 86_400
+        return 1.0 if h <= 0 else 2.0 ** ((ts - landmark) / h)
+
+    def _decayed(self, key: tuple[str, str], factor: float) -> Stats:
+        w = self._weights.get(key)
+        if w is None:
+            return Stats()
+        return Stats(**{c: getattr(w, c) * factor for c in _COUNTERS})
+
+    def _decayed_all(self) -> dict[tuple[str, str], Stats]:
+        f = self._factor()
+        return {k: self._decayed(k, f) for k in self._weights}
 
     # -- events
     def record(self, events: Sequence[FeedbackEvent]) -> int:
-        """Store ``events`` (validated first: all or none) and update the counters."""
+        """Validate all ``events`` (all or none are stored), append them to the event store, fold them in."""
         for e in events:
             validate_event(e)
-        now = datetime.now(UTC)
-        with self.engine.begin() as conn:
-            for e in events:
-                conn.execute(insert(events_t).values(
-                    at=e.at or now, type=e.type, article_id=e.article_id, search_id=e.search_id, query=e.query,
-                    intent=e.intent, rank=e.rank, dwell_ms=e.dwell_ms,
-                    resolved=None if e.resolved is None else int(e.resolved), channel=e.channel,
-                    visitor_id=e.visitor_id))
-                inc = _increments(e, self.config)
-                if not inc:
-                    continue
-                for intent in {ALL_INTENTS, e.intent or ALL_INTENTS}:
-                    _upsert_add(conn, stats_t, {"article_id": e.article_id, "intent": intent}, inc)
-        with self._lock:
-            for e in events:
-                inc = _increments(e, self.config)
-                for intent in {ALL_INTENTS, e.intent or ALL_INTENTS}:
-                    s = self._stats.setdefault((e.article_id, intent), Stats())
-                    for c, v in inc.items():
-                        setattr(s, c, getattr(s, c) + v)
-            self.model.fit(self._stats)
+        now = self.clock()
+        self.events.append([to_store_event(e, self.tenant, now) for e in events], known_articles=self.known_articles)
+        self.advance()
         return len(events)
+
+    def advance(self, batch: int = 5000) -> int:
+        """Fold the feedback events stored after the cursor into the counters; returns how many.
+
+        Counters and cursor move in one transaction of the KB database, under a lock on the cursor
+        row, so concurrent replicas never fold an event twice.
+        """
+        folded = 0
+        with self._advance_lock:
+            while True:
+                n, in_sync = self._advance_once(batch)
+                folded += n
+                if not in_sync:  # another replica folded events too: take the database's view
+                    self.reload()
+                if n < batch:
+                    break
+            with self._lock:
+                self.model.fit(self._decayed_all())
+        return folded
+
+    def _advance_once(self, batch: int) -> tuple[int, bool]:
+        cfg = self.config
+        with self.engine.begin() as conn:
+            meta = dict(conn.execute(select(fb_meta_t.c.key, fb_meta_t.c.value).with_for_update()).all())
+            cursor = int(meta.get("cursor", 0))
+            shared = conn if self.events.engine is self.engine else None  # one database: read in this transaction
+            new = self.events.read(cursor, batch, FEEDBACK_TYPES, tenant=self.tenant, conn=shared)
+            if not new:
+                return 0, cursor == self._cursor
+            landmark = meta.get("landmark")
+            if landmark is None:
+                landmark = min(e.ts for e in new)
+                conn.execute(insert(fb_meta_t).values(key="landmark", value=landmark))
+            h = cfg.half_life_days * 86_400
+            latest = max(self.clock(), max(e.ts for e in new))
+            rebased = h > 0 and (latest - landmark) / h > 500  # keep 2^x far from overflowing
+            if rebased:
+                shrink = 2.0 ** (-(latest - landmark) / h)
+                conn.execute(update(counters_t).values({c: counters_t.c[c] * shrink for c in _WEIGHTED}))
+                landmark = latest
+                conn.execute(update(fb_meta_t).where(fb_meta_t.c.key == "landmark").values(value=landmark))
+            incs: dict[tuple[str, str], dict[str, float]] = {}
+            for e in new:
+                fe = from_store_event(e)
+                raw = _increments(fe, cfg)
+                if not raw:
+                    continue
+                w = self._weight(e.ts, landmark)
+                for intent in {ALL_INTENTS, fe.intent or ALL_INTENTS}:
+                    acc = incs.setdefault((fe.article_id, intent), {})
+                    for c, v in raw.items():
+                        acc[c] = acc.get(c, 0) + v
+                        acc[f"w_{c}"] = acc.get(f"w_{c}", 0.0) + v * w
+            for (article_id, intent), inc in incs.items():
+                _upsert_add(conn, counters_t, {"article_id": article_id, "intent": intent}, inc)
+            conn.execute(update(fb_meta_t).where(fb_meta_t.c.key == "cursor").values(value=new[-1].seq))
+        in_sync = cursor == self._cursor and not rebased
+        if in_sync:
+            with self._lock:
+                for key, inc in incs.items():
+                    s = self._stats.setdefault(key, Stats())
+                    w = self._weights.setdefault(key, Stats())
+                    for c, v in inc.items():
+                        target, name = (w, c[2:]) if c.startswith("w_") else (s, c)
+                        setattr(target, name, getattr(target, name) + v)
+                self._cursor, self._landmark = new[-1].seq, landmark
+        return len(new), in_sync
+
+    def _import_legacy(self) -> int:
+        """Copy rows of the old ``kb_feedback_events`` table into the event store (once)."""
+        if not inspect(self.engine).has_table(events_t.name):
+            return 0
+        with self.engine.connect() as conn:
+            if conn.execute(select(fb_meta_t.c.value).where(fb_meta_t.c.key == "legacy_imported")).first():
+                return 0
+            rows = conn.execute(select(events_t).order_by(events_t.c.id)).all()
+        copied = []
+        for r in rows:
+            at = r.at if r.at is None or r.at.tzinfo else r.at.replace(tzinfo=UTC)
+            fe = FeedbackEvent(type=r.type, article_id=r.article_id, rank=r.rank, search_id=r.search_id,
+                               query=r.query, intent=r.intent, dwell_ms=r.dwell_ms,
+                               resolved=None if r.resolved is None else bool(r.resolved), channel=r.channel,
+                               visitor_id=r.visitor_id, at=at, event_id=f"legacy-kb-{r.id}")
+            copied.append(to_store_event(fe, self.tenant, self.clock()))
+        for start in range(0, len(copied), 1000):
+            self.events.append(copied[start:start + 1000])
+        with self.engine.begin() as conn:
+            conn.execute(insert(fb_meta_t).values(key="legacy_imported", value=len(copied)))
+        return len(copied)
 
     # -- scores
     def stats(self, article_id: str, intent: str = ALL_INTENTS) -> Stats:
+        """All-time raw counts."""
         return self._stats.get((article_id, intent), Stats())
 
     def quality(self, article_id: str, intent: str | None = None) -> Quality:
-        """Article quality; with an intent, the (intent, article) estimate shrunk towards the article's."""
+        """Article quality from decayed evidence; with an intent, the (intent, article) estimate shrunk
+        towards the article's. The counts in the answer are all-time raw counts."""
         with self._lock:
-            base = self.model.quality(self._stats.get((article_id, ALL_INTENTS), Stats()))
-            if not intent or (article_id, intent) not in self._stats:
+            f = self._factor()
+            key = (article_id, ALL_INTENTS)
+            base = _with_counts(self.model.quality(self._decayed(key, f)), self._stats.get(key, Stats()))
+            if not intent or (article_id, intent) not in self._weights:
                 return base
-            return self.model.quality(self._stats[(article_id, intent)], base.ctr, base.resolution)
+            q = self.model.quality(self._decayed((article_id, intent), f), base.ctr, base.resolution)
+            return _with_counts(q, self._stats.get((article_id, intent), Stats()))
 
     def boosts(self, article_ids: Iterable[str], intent: str | None = None) -> dict[str, float]:
         return {a: self.quality(a, intent).boost for a in article_ids}
 
     def flags(self) -> dict[str, Flag]:
-        """Articles whose smoothed resolution rate is poor on enough votes: candidates for editing."""
+        """Articles whose smoothed resolution rate is poor on enough (decayed) votes: candidates for editing."""
         cfg = self.config
         out: dict[str, Flag] = {}
         with self._lock:
-            items = [(a, s) for (a, intent), s in self._stats.items() if intent == ALL_INTENTS]
-        for article_id, s in items:
-            if s.votes < cfg.flag_min_votes:
+            f = self._factor()
+            items = [(a, self._stats.get((a, i), Stats()), self._decayed((a, i), f).votes)
+                     for (a, i) in self._weights if i == ALL_INTENTS]
+        for article_id, s, recent_votes in items:
+            if recent_votes < cfg.flag_min_votes:
                 continue
             q = self.quality(article_id)
             if q.resolution <= cfg.flag_max_resolution:
