@@ -233,8 +233,8 @@ class KnowledgeSearch:
             best_unit = index.unit(best_id) if best_id is not None else None
             if best_unit is not None:
                 matched_by = best_unit.kind
-            matched_terms = sorted({t for t in terms if t.lower() in fold_width(passage).lower()
-                                    or (question and t.lower() in fold_width(question.text).lower())})
+            folded = fold_width(passage).lower() + "\n" + (fold_width(question.text).lower() if question else "")
+            matched_terms = sorted({t for t in terms if t.lower() in folded})
             why = Why(dense=hit.dense, dense_rank=hit.dense_rank, sparse=hit.sparse, sparse_rank=hit.sparse_rank,
                       fusion=self.fusion.label(), relevance=round(hit.score, 6),
                       boosts={k: round(v, 4) for k, v in boosts.items()}, final=round(final, 6),
