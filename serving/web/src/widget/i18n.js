@@ -1,0 +1,116 @@
+// Widget labels: Chinese first, English too. `t(lang, key, ...args)`; unknown keys fall back to Chinese.
+
+const zh = {
+  launcher: "在线客服",
+  launcherAria: "打开在线客服 Open customer service chat",
+  title: "灵犀智能客服",
+  subtitle: "7×24小时为您服务",
+  close: "关闭",
+  closeAria: "关闭对话窗口 Close chat",
+  end: "结束对话",
+  language: "EN",
+  languageAria: "Switch to English",
+  log: "对话记录",
+  placeholder: "请输入您的问题…",
+  inputAria: "输入消息 Type a message",
+  send: "发送",
+  connecting: "正在连接客服…",
+  slow: "网络有点慢，仍在尝试…",
+  failed: "消息没有发出去：客服服务器暂时连不上。您输入的内容还在，可以点击「重试」。",
+  failedOpen: "暂时连不上客服服务器，请稍后重试。",
+  busy: "服务繁忙，请稍后重试。",
+  retry: "重试",
+  tooLong: (n, limit) => `消息太长了（${n} 字），请控制在 ${limit} 字以内。`,
+  rejected: (msg) => `消息没有被接受：${msg}`,
+  suggestions: "猜您想问",
+  articleRead: "查看全文",
+  articleHide: "收起",
+  articleMissing: "这篇文章暂时无法打开。",
+  resolvedQ: "这篇文章解决您的问题了吗？",
+  resolved: "已解决",
+  unresolved: "未解决",
+  thanksFeedback: "感谢反馈！",
+  maybe: "您可能想了解：",
+  handoffLive: "正在为您转接人工客服…",
+  handoffSilent: "已转接人工客服，客服会在这里回复您。",
+  offline: "当前为非工作时间，人工客服暂不在线，请留言。",
+  messageLeft: "留言已提交，客服上班后会第一时间联系您。",
+  surveyTitle: "请为本次服务打分",
+  star: (n) => `${n} 星`,
+  commentLabel: "意见或建议（选填）",
+  commentPlaceholder: "还有什么想告诉我们的？",
+  submit: "提交评价",
+  skip: "跳过",
+  thanks: "感谢您的评价！",
+  surveyFailed: "评价提交失败，请重试。",
+  starsRequired: "请先选择星级。",
+  you: "我",
+  bot: "小灵",
+  newMessage: "新消息",
+  dismiss: "关闭提示",
+};
+
+const en = {
+  launcher: "Chat",
+  launcherAria: "Open customer service chat 打开在线客服",
+  title: "Lingxi assistant",
+  subtitle: "Here for you 24/7",
+  close: "Close",
+  closeAria: "Close chat 关闭对话窗口",
+  end: "End chat",
+  language: "中文",
+  languageAria: "切换到中文",
+  log: "Conversation",
+  placeholder: "Type your question…",
+  inputAria: "Type a message 输入消息",
+  send: "Send",
+  connecting: "Connecting…",
+  slow: "The network is slow, still trying…",
+  failed: "Your message was not sent: the service cannot be reached. Your text is kept — press Retry.",
+  failedOpen: "The service cannot be reached right now. Please retry.",
+  busy: "The service is busy, please retry.",
+  retry: "Retry",
+  tooLong: (n, limit) => `That message is too long (${n} characters); the limit is ${limit}.`,
+  rejected: (msg) => `The message was not accepted: ${msg}`,
+  suggestions: "Suggested articles",
+  articleRead: "Read",
+  articleHide: "Hide",
+  articleMissing: "This article cannot be opened right now.",
+  resolvedQ: "Did this article solve your problem?",
+  resolved: "Yes",
+  unresolved: "No",
+  thanksFeedback: "Thanks for the feedback!",
+  maybe: "You may be looking for:",
+  handoffLive: "Connecting you to a human agent…",
+  handoffSilent: "An agent has the conversation and will reply here.",
+  offline: "Our agents are offline now — please leave a message.",
+  messageLeft: "Message left: an agent will contact you when we open.",
+  surveyTitle: "How was our service?",
+  star: (n) => `${n} star${n > 1 ? "s" : ""}`,
+  commentLabel: "Comments (optional)",
+  commentPlaceholder: "Anything else you want to tell us?",
+  submit: "Submit",
+  skip: "Skip",
+  thanks: "Thank you for your rating!",
+  surveyFailed: "The rating was not sent, please retry.",
+  starsRequired: "Please choose a rating first.",
+  you: "You",
+  bot: "Xiaoling",
+  newMessage: "New message",
+  dismiss: "Dismiss",
+};
+
+const LABELS = { zh, en };
+
+export function pickLanguage(requested) {
+  if (requested === "zh" || requested === "en") return requested;
+  if (requested === "auto" && typeof navigator !== "undefined") {
+    return /^zh/i.test(navigator.language || "") ? "zh" : "en";
+  }
+  return "zh";
+}
+
+export function t(lang, key, ...args) {
+  const value = (LABELS[lang] || zh)[key] ?? zh[key] ?? key;
+  return typeof value === "function" ? value(...args) : value;
+}
