@@ -30,6 +30,9 @@ from .tracker import Tracker
 
 DEFAULT_LEASE_S = 30.0
 DEFAULT_WAIT_S = 10.0
+DEFAULT_TIMEOUT_S = 3.0  # connect/read timeout towards Redis and PostgreSQL
+_ID_CHARS = 200  # a conversation id (≤128) behind a tenant prefix (≤33, dialogue/tenancy.py)
+_KV_KEY_CHARS = 400  # "<tenant>/identity:<kind ≤64>:<value ≤256>"
 
 
 class StoreError(RuntimeError):
@@ -194,25 +197,26 @@ class MemoryTrackerStore(TrackerStore):
 class SQLTrackerStore(TrackerStore):
     """SQLAlchemy Core over SQLite (default, WAL) or PostgreSQL. Events are JSON text rows."""
 
-    def __init__(self, url: str, prefix: str = "lingxi_dialogue", **kwargs: Any) -> None:
+    def __init__(self, url: str, prefix: str = "lingxi_dialogue", timeout_s: float = DEFAULT_TIMEOUT_S,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         import sqlalchemy as sa
 
         self.sa = sa
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, timeout_s)
         md = sa.MetaData()
         self.metadata = md
         self.conversations = sa.Table(
             f"{prefix}_conversations", md,
-            sa.Column("conversation_id", sa.String(128), primary_key=True),
+            sa.Column("conversation_id", sa.String(_ID_CHARS), primary_key=True),
             sa.Column("event_count", sa.Integer, nullable=False),
             sa.Column("created", sa.Float, nullable=False),
             sa.Column("updated", sa.Float, nullable=False),
         )
         self.events_t = sa.Table(
             f"{prefix}_events", md,
-            sa.Column("conversation_id", sa.String(128), primary_key=True),
+            sa.Column("conversation_id", sa.String(_ID_CHARS), primary_key=True),
             sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
             sa.Column("ts", sa.Float, nullable=False),
             sa.Column("kind", sa.String(32), nullable=False),
@@ -220,22 +224,43 @@ class SQLTrackerStore(TrackerStore):
         )
         self.snapshots = sa.Table(
             f"{prefix}_snapshots", md,
-            sa.Column("conversation_id", sa.String(128), primary_key=True),
+            sa.Column("conversation_id", sa.String(_ID_CHARS), primary_key=True),
             sa.Column("seq", sa.Integer, nullable=False),
             sa.Column("state", sa.Text, nullable=False),
         )
         self.locks = sa.Table(
             f"{prefix}_locks", md,
-            sa.Column("name", sa.String(160), primary_key=True),
+            sa.Column("name", sa.String(_ID_CHARS + 40), primary_key=True),
             sa.Column("owner", sa.String(64), nullable=False),
             sa.Column("expires", sa.Float, nullable=False),
         )
         self.kv = sa.Table(
             f"{prefix}_kv", md,
-            sa.Column("key", sa.String(300), primary_key=True),
+            sa.Column("key", sa.String(_KV_KEY_CHARS), primary_key=True),
             sa.Column("value", sa.Text, nullable=False),
         )
-        md.create_all(self.engine)
+        from lingxi.retrieval.store import create_tables
+
+        create_tables(md, self.engine)  # replicas may start together on an empty database
+        self._widen_columns()
+
+    def _widen_columns(self) -> None:
+        """Tables created before tenants had narrower key columns; PostgreSQL enforces the width
+        (SQLite does not), so widen them in place (a catalogue-only change for varchar)."""
+        if self.engine.dialect.name != "postgresql":
+            return
+        sa = self.sa
+        wanted = [(t.name, c.name, c.type.length) for t in self.metadata.sorted_tables for c in t.columns
+                  if isinstance(c.type, sa.String) and c.type.length]
+        with self.engine.begin() as conn:
+            for table, column, length in wanted:
+                current = conn.execute(sa.text(
+                    "SELECT character_maximum_length FROM information_schema.columns WHERE table_schema = "
+                    "current_schema() AND table_name = :t AND column_name = :c"),
+                    {"t": table, "c": column}).scalar()
+                if current is not None and current < length:
+                    conn.execute(sa.text(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" '
+                                         f"TYPE varchar({length})"))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -338,8 +363,9 @@ class SQLTrackerStore(TrackerStore):
                 conn.execute(self.locks.delete().where(self.locks.c.name == name, self.locks.c.owner == owner))
 
 
-def make_engine(url: str):
-    """A SQLAlchemy engine; SQLite files get WAL journaling and a busy timeout."""
+def make_engine(url: str, timeout_s: float = DEFAULT_TIMEOUT_S):
+    """A SQLAlchemy engine; SQLite files get WAL journaling and a busy timeout, PostgreSQL a
+    connect timeout and a statement timeout."""
     import sqlalchemy as sa
 
     if url.startswith("sqlite"):
@@ -356,7 +382,9 @@ def make_engine(url: str):
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    from lingxi.retrieval.store import pg_connect_args  # never wait forever for a connection or a query
+
+    return sa.create_engine(url, pool_pre_ping=True, connect_args=pg_connect_args(url, timeout_s))
 
 
 # ---------------------------------------------------------------------- Redis
@@ -375,11 +403,14 @@ class RedisTrackerStore(TrackerStore):
     """Events in a list, the snapshot in a string, both under one hash tag (cluster-safe Lua)."""
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", prefix: str = "lingxi", record_exp: int | None = None,
-                 client: Any = None, **kwargs: Any) -> None:
+                 client: Any = None, timeout_s: float = DEFAULT_TIMEOUT_S, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         import redis
 
-        self.client = client or redis.Redis.from_url(url)
+        # timeouts: a dead Redis costs a request at most ~timeout_s (then 503), never a hung worker;
+        # redis-py reconnects on the next command once Redis is back
+        self.client = client or redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                                     health_check_interval=30)
         self.prefix = prefix
         self.record_exp = record_exp
         self._append_script = self.client.register_script(_APPEND_LUA)
@@ -453,6 +484,7 @@ class RedisTrackerStore(TrackerStore):
 def build_store(url: str | None, **kwargs: Any) -> TrackerStore:
     """``memory`` | ``sqlite:///file.db`` | any SQLAlchemy URL | ``redis://host:port/db``."""
     if not url or url == "memory":
+        kwargs.pop("timeout_s", None)
         return MemoryTrackerStore(**kwargs)
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisTrackerStore(url, **kwargs)

@@ -80,6 +80,7 @@ from lingxi.training.events import (
 )
 
 from .articles import KbError
+from .store import create_tables
 
 EventType = Literal["impression", "click", "dwell", "vote"]
 ALL_INTENTS = ""  # the intent key of per-article counters
@@ -386,7 +387,7 @@ class FeedbackStore:
         self._advance_lock = threading.Lock()
 
     def create_schema(self) -> FeedbackStore:
-        fb_metadata.create_all(self.engine)
+        create_tables(fb_metadata, self.engine)
         self.events.create_schema()
         with self.engine.begin() as conn:
             if conn.execute(select(fb_meta_t.c.value).where(fb_meta_t.c.key == "cursor")).first() is None:

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+from sqlalchemy import Engine
 
 from lingxi.nlu.encoders import Encoder, EncoderConfig, Kind, build_encoder
+from lingxi.training.events import EventStore
 
 from .analysis import Analyzer
 from .articles import (
@@ -131,16 +133,21 @@ class KbService:
     """Everything the API needs from the knowledge base. ``start()`` loads; ``close()`` saves."""
 
     def __init__(self, config: KbConfig | None = None, home: str | Path = ".lingxi",
-                 encoder: Encoder | None = None) -> None:
+                 encoder: Encoder | None = None, engine: Engine | None = None, events: EventStore | None = None,
+                 tenant: str = "default") -> None:
         self.config = config or KbConfig()
         self.home = Path(home)
-        self.store = KbStore(self.config.url or sqlite_url(self.home / "kb" / "kb.db"))
-        self.feedback = FeedbackStore(self.store.engine, self.config.quality)
+        self.tenant = tenant
+        self.store = KbStore(self.config.url or sqlite_url(self.home / "kb" / "kb.db"), engine)
+        # feedback counters are folded from the event store (the server's, or tables in this database)
+        self.feedback = FeedbackStore(self.store.engine, self.config.quality, events, tenant=tenant)
+        self.feedback.known_articles = lambda ids: set(self.store.get_many(ids))
         self.analyzer = Analyzer()
         self.searcher = KnowledgeSearch(self.config.fusion, self.config.ranking)
         self.suggester = Suggester(self.analyzer)
         self.index_dir = Path(self.config.index_dir) if self.config.index_dir else self.home / "kb" / "index"
-        self._encoder = _LockedEncoder(encoder) if encoder is not None else None
+        # an encoder shared with another KbService (another tenant) keeps its one lock
+        self._encoder = encoder if isinstance(encoder, _LockedEncoder) or encoder is None else _LockedEncoder(encoder)
         self._live: tuple[KbIndex, dict[str, Article]] | None = None
         self._sync_lock = threading.RLock()
         self._rebuild_lock = threading.Lock()
@@ -165,7 +172,11 @@ class KbService:
         self.store.create_schema()
         self.feedback.create_schema().reload()
         if self.config.seed_demo and self.store.count() == 0:
-            self.seed_demo()
+            try:
+                self.seed_demo()
+            except BatchError:  # replicas starting together: another one seeded first
+                if self.store.count() == 0:
+                    raise
         self.analyzer.initialize()
         try:
             index = self._new_index().load(self.index_dir)
@@ -269,7 +280,7 @@ class KbService:
         self._last_refresh = now
         try:
             self.sync()
-            self.feedback.reload()
+            self.feedback.advance()  # events that came in through /v1/events or other replicas
             if now - self._last_hot > 60:
                 self._refresh_suggester(force_hot=True)
         except Exception as exc:  # noqa: BLE001 - keep serving what we have

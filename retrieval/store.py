@@ -34,6 +34,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -152,7 +153,38 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, connect_args=pg_connect_args(url))
+
+
+def pg_connect_args(url: str, timeout_s: float = 3.0, statement_timeout_s: float = 30.0) -> dict:
+    """PostgreSQL never waits forever: a connect timeout and a statement timeout (added to any
+    ``options`` the URL already carries, such as a ``search_path``). Empty for other databases."""
+    if not url.startswith("postgresql"):
+        return {}
+    from sqlalchemy.engine import make_url
+
+    given = make_url(url).query.get("options") or ""
+    given = " ".join(given) if isinstance(given, tuple) else given
+    return {"connect_timeout": max(1, round(timeout_s)),
+            "options": f"{given} -c statement_timeout={int(statement_timeout_s * 1000)}".strip()}
+
+
+SCHEMA_LOCK = 0x6C696E6778  # "lingx": the advisory lock id under which Lingxi creates tables
+
+
+def create_tables(metadata: MetaData, engine: Engine) -> None:
+    """``metadata.create_all`` that several processes may run at once against an empty database.
+
+    Two replicas starting together would both issue ``CREATE TABLE`` and one would fail on
+    PostgreSQL's catalogue; a transaction-scoped advisory lock makes the second wait, and it then
+    finds the tables and creates nothing. SQLite serialises writers by itself.
+    """
+    if engine.dialect.name != "postgresql":
+        metadata.create_all(engine)
+        return
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
+        metadata.create_all(conn)
 
 
 def sqlite_url(path: str | Path) -> str:
@@ -169,7 +201,7 @@ class KbStore:
         self.engine = engine or make_engine(url)
 
     def create_schema(self) -> KbStore:
-        metadata.create_all(self.engine)
+        create_tables(metadata, self.engine)
         with self.engine.begin() as conn:
             if conn.execute(select(meta_t.c.value).where(meta_t.c.key == "revision")).first() is None:
                 try:

@@ -1,8 +1,17 @@
-"""API keys: ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``; roles ``read`` < ``editor`` < ``reviewer`` < ``admin``.
+"""API keys: ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``.
 
-Keys are compared by SHA-256 digest in constant time, so configuration may hold digests only.
-With no keys configured the server runs open but binds to loopback (enforced by the CLI) and
-says so in its log; configured keys are always enforced.
+Roles: ``read`` < ``editor`` < ``reviewer`` < ``admin``.
+
+Keys come from two places: the settings file (``api_keys``, given in clear or as SHA-256 digests)
+and the key database (``lingxi keys create``, ``/v1/keys``; see :mod:`lingxi.serving.keys`), which
+is consulted on every request so that a revocation holds at once on every worker and replica.
+Every key carries a tenant; the guard stores the admitted :class:`Principal` in the request scope
+and handlers read it with :func:`principal` to scope every read and write to that tenant.
+
+With no keys configured anywhere the server runs open (anonymous admin of the ``default``
+tenant) but binds to loopback only (enforced by the CLI) and says so in its log; once any key
+exists, keys are always enforced. The guard also applies the per-key rate limit
+(:mod:`lingxi.serving.limits`).
 """
 
 from __future__ import annotations
@@ -11,51 +20,101 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+import anyio
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
+from lingxi.dialogue.tenancy import current_tenant
+
 from .errors import ApiError
+from .keys import KeyCache
+from .limits import enforce_rate_limit
 from .settings import ApiKey
 
 ROLE_RANK = {"read": 0, "editor": 1, "reviewer": 2, "admin": 3}
+DEFAULT_TENANT = "default"
 
 
 def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-DEFAULT_TENANT = "default"
-
-
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's name, its role and the tenant whose data it may touch."""
+    """Who is calling: the key's name, its role, the tenant whose data it may touch, and a key id
+    that names the key without revealing it (``config:<name>`` for keys from the settings file)."""
 
     name: str
     role: str
     tenant: str = DEFAULT_TENANT
+    key_id: str = "anonymous"
+
+
+ANONYMOUS = Principal("anonymous", "admin")
 
 
 def principal(connection: ASGIConnection) -> Principal:
     """The caller a guard admitted (anonymous admin of the default tenant when keys are off)."""
     found = connection.scope.get("state", {}).get("principal")
-    return found if isinstance(found, Principal) else Principal("anonymous", "admin")
+    return found if isinstance(found, Principal) else ANONYMOUS
 
 
 class KeyRing:
-    def __init__(self, keys: list[ApiKey]) -> None:
+    """Config-file keys plus (optionally) the key database behind a :class:`KeyCache`."""
+
+    def __init__(self, keys: list[ApiKey], cache: KeyCache | None = None) -> None:
         self._digests = [(k.sha256.lower() if k.sha256 else key_digest(k.key or ""), k) for k in keys]
+        self.cache = cache
 
     @property
     def enabled(self) -> bool:
-        return bool(self._digests)
+        """Keys are required (config keys exist, or a key was ever created in the database)."""
+        return bool(self._digests) or (self.cache is not None and self.cache.has_keys())
 
-    def lookup(self, presented: str) -> ApiKey | None:
-        digest = key_digest(presented)
+    def _config_match(self, digest: str) -> ApiKey | None:
         found = None
         for known, key in self._digests:
             if hmac.compare_digest(known, digest):
                 found = key
+        return found
+
+    def identify(self, presented: str) -> Principal | None:
+        """The principal for a presented key, or None if unknown or revoked (may block on the key DB)."""
+        digest = key_digest(presented)
+        key = self._config_match(digest)
+        if key is not None:
+            return Principal(key.name, key.role, key.tenant, f"config:{key.name}")
+        if self.cache is None:
+            return None
+        record = self.cache.lookup(digest)
+        if record is None or not record.active:
+            return None
+        return Principal(record.name, record.role, record.tenant, record.key_id)
+
+    def lookup(self, presented: str) -> ApiKey | None:
+        """The key as an :class:`ApiKey` (digest only), or None."""
+        found = self.identify(presented) if presented else None
+        if found is None:
+            return None
+        return ApiKey(name=found.name, role=found.role, tenant=found.tenant, sha256=key_digest(presented))
+
+    def resolve(self, presented: str | None) -> Principal | None:
+        """Blocking: the caller, :data:`ANONYMOUS` in open mode, or None when a valid key is missing."""
+        if presented:
+            return self.identify(presented)
+        return None if self.enabled else ANONYMOUS
+
+    async def authenticate(self, presented: str | None) -> Principal:
+        """The caller, or 401 ``unauthorized``. The key database is read in a worker thread."""
+        if self.cache is None:
+            found = self.resolve(presented)
+        else:
+            found = await anyio.to_thread.run_sync(self.resolve, presented)
+        if found is None:
+            if not presented:
+                raise ApiError(401, "unauthorized",
+                               "missing API key (send X-API-Key or Authorization: Bearer)")
+            raise ApiError(401, "unauthorized", "invalid or revoked API key")
         return found
 
 
@@ -69,22 +128,32 @@ def presented_key(connection: ASGIConnection) -> str | None:
     return None
 
 
-def require(role: str):
-    """A litestar guard that admits keys of ``role`` or higher."""
+def operator_tenant(connection: ASGIConnection) -> str:
+    settings = getattr(connection.app.state, "settings", None)
+    return getattr(settings, "operator_tenant", DEFAULT_TENANT) or DEFAULT_TENANT
 
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+
+def require(role: str, *, query_token: str | None = None, operator: bool = False):
+    """A litestar guard that admits keys of ``role`` or higher and applies the per-key rate limit.
+
+    ``query_token``: also accept the key as that query parameter (Rasa widgets cannot set headers).
+    ``operator``: server-wide operations (model reload, registry) — only the operator tenant's keys.
+    """
+
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         ring: KeyRing = connection.app.state.keyring
-        if not ring.enabled:
-            connection.scope.setdefault("state", {})["principal"] = Principal("anonymous", "admin")
-            return
         presented = presented_key(connection)
-        if not presented:
-            raise ApiError(401, "unauthorized", "missing API key (send X-API-Key or Authorization: Bearer)")
-        key = ring.lookup(presented)
-        if key is None:
-            raise ApiError(401, "unauthorized", "invalid API key")
-        if ROLE_RANK[key.role] < ROLE_RANK[role]:
-            raise ApiError(403, "forbidden", f"this key has role {key.role!r}; {role!r} is required")
-        connection.scope.setdefault("state", {})["principal"] = Principal(key.name, key.role, key.tenant)
+        if not presented and query_token:
+            presented = (connection.query_params.get(query_token) or "").strip() or None
+        caller = await ring.authenticate(presented)
+        if caller is not ANONYMOUS:
+            limiter = getattr(connection.app.state, "rate_limiter", None)
+            await enforce_rate_limit(limiter, f"{caller.tenant}:{caller.key_id}")
+        if ROLE_RANK[caller.role] < ROLE_RANK[role]:
+            raise ApiError(403, "forbidden", f"this key has role {caller.role!r}; {role!r} is required")
+        if operator and caller.tenant != operator_tenant(connection):
+            raise ApiError(403, "forbidden", "server-wide operations need a key of the operator tenant")
+        connection.scope.setdefault("state", {})["principal"] = caller
+        current_tenant.set(caller.tenant)  # scopes the conversation stores for this request
 
     return guard

@@ -35,9 +35,7 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response, Router, get, post
-from litestar.connection import ASGIConnection
 from litestar.datastructures import State
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Parameter
 
 from lingxi.dialogue import demo_backend
@@ -51,12 +49,17 @@ from lingxi.dialogue.engine import (
 )
 from lingxi.dialogue.knowledge import ArticleHit
 from lingxi.dialogue.stores import ConcurrentUpdate, ConversationBusy, build_store
+from lingxi.dialogue.tenancy import scope_engine_by_tenant
 from lingxi.dialogue.tracker import EventVerbosity
 from lingxi.dialogue.turn import TurnResult
 from lingxi.dialogue.visitors import Identity, Visitor
 
-from .auth import ROLE_RANK, require
+from . import metrics
+from .auth import require
 from .errors import ApiError, error_body
+from .events import set_event_tenant, tap_dialogue
+from .faults import backend_outage
+from .limits import check_json_depth
 
 log = logging.getLogger("lingxi.serving")
 
@@ -176,13 +179,15 @@ def build_dialogue_service(settings: Any, models: Any, knowledge: Any = None) ->
     host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     backend = _setting(settings, "dialogue_backend_url", f"http://{host}:{_setting(settings, 'port', 8000)}"
                                                          f"{DEMO_BACKEND_PATH}")
-    store = build_store(store_url, wait_s=float(_setting(settings, "dialogue_lock_wait_s", 10.0)))
+    store = build_store(store_url, wait_s=float(_setting(settings, "dialogue_lock_wait_s", 10.0)),
+                        timeout_s=float(_setting(settings, "backend_timeout_s", 3.0)))
 
     def nlu():
         loaded = models.current if models is not None else None
         return loaded.pipeline if loaded is not None else None
 
     engine = DialogueEngine(spec, nlu, store, knowledge=knowledge, actions=ActionClient(backend))
+    scope_engine_by_tenant(engine)  # every request sees only its tenant's conversations and visitors
     return DialogueService(engine, int(_setting(settings, "max_text_chars", 2000)))
 
 
@@ -196,6 +201,7 @@ def service_of(state: State) -> DialogueService:
             svc = getattr(state, "dialogue", None)
             if svc is None:
                 svc = build_dialogue_service(state.settings, getattr(state, "models", None))
+                tap_dialogue(state, svc)
                 state.dialogue = svc
     return svc
 
@@ -206,8 +212,17 @@ async def dialogue_lifespan(app: Litestar) -> AsyncIterator[None]:
     import anyio
 
     if getattr(app.state, "dialogue", None) is None:
-        app.state.dialogue = await anyio.to_thread.run_sync(
-            build_dialogue_service, app.state.settings, getattr(app.state, "models", None))
+        try:
+            app.state.dialogue = await anyio.to_thread.run_sync(
+                build_dialogue_service, app.state.settings, getattr(app.state, "models", None))
+        except Exception as exc:
+            if backend_outage(exc) is None:
+                raise
+            log.warning("conversation store unavailable at start-up (%s); conversation calls answer 503 "
+                        "store_unavailable until it is reachable", type(exc).__name__)
+    if getattr(app.state, "dialogue", None) is not None:
+        scope_engine_by_tenant(app.state.dialogue.engine)  # before the event tap wraps the store
+        tap_dialogue(app.state, app.state.dialogue)  # turns become learning events (serving/events.py)
     try:
         yield
     finally:
@@ -278,13 +293,17 @@ def _check_common(channel: str | None, tags: list[str] | None, language: str | N
 
 def _run(fn, *args):
     try:
-        return fn(*args)
+        result = fn(*args)
     except ConversationNotFound:
         raise ApiError(404, "conversation_not_found", f"no conversation {args[0]!r}") from None
     except (ConversationBusy, ConcurrentUpdate) as exc:
         raise ApiError(409, "conversation_busy", f"{exc}; retry the request") from None
     except ModelNotLoaded:
         raise ApiError(503, "model_not_loaded", "no model is loaded yet; train one with `lingxi train`") from None
+    if isinstance(result, TurnResult):
+        metrics.observe_turn(result.decision, result.handoff.reason if result.handoff else None,
+                             result.handoff.mode if result.handoff else None)
+    return result
 
 
 def _message_in(data: MessageRequest, svc: DialogueService) -> MessageIn:
@@ -299,6 +318,7 @@ def _message_in(data: MessageRequest, svc: DialogueService) -> MessageIn:
     _check_common(data.channel, data.tags, data.language)
     if data.slots is not None and (len(data.slots) > 50 or any(len(k) > 64 for k in data.slots)):
         raise ApiError(422, "invalid_field", "`slots`: at most 50 slots with names of ≤64 characters")
+    check_json_depth("slots", data.slots)
     return MessageIn(text=text or None, payload=payload or None, channel=data.channel, language=data.language,
                      tags=data.tags, identities=_identities(data.visitor, data.channel), timestamp=data.timestamp,
                      slots=data.slots, message_id=data.message_id)
@@ -308,9 +328,10 @@ def _message_in(data: MessageRequest, svc: DialogueService) -> MessageIn:
 
 
 @post("/v1/conversations", sync_to_thread=True, guards=[require("read")], tags=["dialogue"], status_code=201)
-def open_conversation(data: OpenRequest, state: State) -> TurnResult:
+def open_conversation(data: OpenRequest, state: State, request: Request) -> TurnResult:
     """Open a conversation (the chat window opened): the per-channel welcome and the topic menu."""
     svc = service_of(state)
+    set_event_tenant(request)
     cid = _check_cid(data.conversation_id) if data.conversation_id else f"c-{uuid.uuid4().hex}"
     _check_common(data.channel, data.tags, data.language)
     if svc.engine.store.exists(cid):
@@ -322,10 +343,11 @@ def open_conversation(data: OpenRequest, state: State) -> TurnResult:
 
 @post("/v1/conversations/{conversation_id:str}/messages", sync_to_thread=True, guards=[require("read")],
       tags=["dialogue"], status_code=200)
-def post_message(conversation_id: str, data: MessageRequest, state: State) -> TurnResult:
+def post_message(conversation_id: str, data: MessageRequest, state: State, request: Request) -> TurnResult:
     """One customer message → the bot's reply, the decision and why (``trace``), and a handoff payload
     when the conversation goes to a human. A new id starts a conversation."""
     svc = service_of(state)
+    set_event_tenant(request)
     msg = _message_in(data, svc)
     return _run(svc.engine.handle_message, _check_cid(conversation_id), msg)
 
@@ -349,15 +371,17 @@ def get_conversation(conversation_id: str, state: State,
 
 @post("/v1/conversations/{conversation_id:str}/events", sync_to_thread=True, guards=[require("read")],
       tags=["dialogue"], status_code=200)
-def post_event(conversation_id: str, data: EventRequest, state: State) -> TurnResult:
+def post_event(conversation_id: str, data: EventRequest, state: State, request: Request) -> TurnResult:
     """A behaviour event from the frontend; the reply holds a proactive message when a trigger fires."""
     svc = service_of(state)
+    set_event_tenant(request)
     if not data.kind.strip() or len(data.kind) > 64:
         raise ApiError(422, "invalid_field", "`kind` must be 1..64 characters")
     if data.seconds is not None and data.seconds < 0:
         raise ApiError(422, "invalid_field", "`seconds` must not be negative")
     if data.page is not None and len(data.page) > 512:
         raise ApiError(422, "invalid_field", "`page` must be at most 512 characters")
+    check_json_depth("data", data.data)
     _check_common(data.channel, data.tags)
     ev = BehaviourIn(kind=data.kind, page=data.page, seconds=data.seconds, data=data.data, channel=data.channel,
                      tags=data.tags, identities=_identities(data.visitor, data.channel), timestamp=data.timestamp)
@@ -366,9 +390,11 @@ def post_event(conversation_id: str, data: EventRequest, state: State) -> TurnRe
 
 @post("/v1/conversations/{conversation_id:str}/release", sync_to_thread=True, guards=[require("editor")],
       tags=["dialogue"], status_code=200)
-def release_conversation(conversation_id: str, state: State, data: ReleaseRequest | None = None) -> TurnResult:
+def release_conversation(conversation_id: str, state: State, request: Request,
+                         data: ReleaseRequest | None = None) -> TurnResult:
     """An agent gives the conversation back to the bot (which was silent since the handoff)."""
     svc = service_of(state)
+    set_event_tenant(request)
     data = data or ReleaseRequest()
     return _run(svc.engine.release, _check_cid(conversation_id), data.by, data.note, data.timestamp, data.message)
 
@@ -392,18 +418,8 @@ def link_visitor(data: LinkRequest, state: State) -> Visitor:
     return visitor
 
 
-def _token_or_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """Rasa widgets cannot send headers: accept the read key as ``?token=`` as well."""
-    ring = connection.app.state.keyring
-    token = connection.query_params.get("token")
-    if ring.enabled and token:
-        key = ring.lookup(token)
-        if key is None:
-            raise ApiError(401, "unauthorized", "invalid token")
-        if ROLE_RANK[key.role] < ROLE_RANK["read"]:
-            raise ApiError(403, "forbidden", "this key cannot send messages")
-        return
-    require("read")(connection, handler)
+# Rasa widgets cannot send headers: accept the read key as ``?token=`` as well
+_token_or_key = require("read", query_token="token")
 
 
 def _rasa_cid(sender: str) -> str:
@@ -411,9 +427,10 @@ def _rasa_cid(sender: str) -> str:
 
 
 @post("/webhooks/rest/webhook", sync_to_thread=True, guards=[_token_or_key], tags=["rasa"], status_code=200)
-def rasa_webhook(data: RasaMessage, state: State) -> list[dict[str, Any]]:
+def rasa_webhook(data: RasaMessage, state: State, request: Request) -> list[dict[str, Any]]:
     """Rasa REST channel: ``{sender, message}`` → ``[{recipient_id, text, buttons}]``."""
     svc = service_of(state)
+    set_event_tenant(request)
     meta = data.metadata or {}
     text = data.message.strip()
     if not text:

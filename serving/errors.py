@@ -12,6 +12,10 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from lingxi.nlu.redact import scrub_secrets
+
+from .faults import RETRY_AFTER_S, backend_outage
+
 log = logging.getLogger("lingxi.serving")
 
 _CODES_BY_STATUS = {
@@ -29,20 +33,23 @@ _CODES_BY_STATUS = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: object | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, details: object | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers
 
 
 def error_body(code: str, message: str, details: object | None = None) -> dict:
-    return {"error": {"code": code, "message": message, "details": details}}
+    return {"error": {"code": code, "message": scrub_secrets(message), "details": details}}
 
 
 def api_error_handler(_: Request, exc: ApiError) -> Response:
-    return Response(error_body(exc.code, exc.message, exc.details), status_code=exc.status)
+    return Response(error_body(exc.code, exc.message, exc.details), status_code=exc.status,
+                    headers=exc.headers)
 
 
 def http_exception_handler(_: Request, exc: HTTPException) -> Response:
@@ -72,6 +79,16 @@ def undecodable_body_handler(_: Request, exc: UnicodeDecodeError) -> Response:
 
 
 def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    backend = backend_outage(exc)
+    if backend is not None:  # Redis/PostgreSQL away: a clear 503; the pools reconnect by themselves
+        log.warning("%s unavailable on %s %s: %s", backend, request.method, request.url.path,
+                    type(exc).__name__)
+        body = error_body("store_unavailable", f"the {backend} behind this call is unavailable; retry shortly",
+                          {"backend": backend})
+        return Response(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+    if isinstance(exc, RecursionError):  # msgspec gives up on JSON nested ~1000 levels deep
+        return Response(error_body("too_deeply_nested", "the request body is nested too deeply"),
+                        status_code=400)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return Response(error_body("internal_error", "internal server error"),
                     status_code=HTTP_500_INTERNAL_SERVER_ERROR)

@@ -457,8 +457,12 @@ def list_labels(request: Request, state: State, bot: str | None = None) -> list[
     return _synced(state).labels(principal(request).tenant, bot, known_intents=sorted(_known_intents(state) or ()))
 
 
+# SQLite and PostgreSQL integers are 64-bit: larger ids are refused with a 400, not a database error
+_ENTRY_ID = Parameter(ge=1, le=2**63 - 1, description="the entry's id")
+
+
 @get("/misunderstood/{entry_id:int}", guards=_OPERATOR, sync_to_thread=True, tags=["learning"])
-def get_misunderstood(request: Request, state: State, entry_id: int) -> Entry:
+def get_misunderstood(request: Request, state: State, entry_id: int = _ENTRY_ID) -> Entry:
     try:
         return _queue(state).get(principal(request).tenant, entry_id)
     except QueueError as exc:
@@ -467,7 +471,7 @@ def get_misunderstood(request: Request, state: State, entry_id: int) -> Entry:
 
 @post("/misunderstood/{entry_id:int}/resolve", guards=_OPERATOR, sync_to_thread=True, tags=["learning"],
       status_code=200)
-def resolve_misunderstood(request: Request, state: State, entry_id: int, data: ResolveRequest) -> Entry:
+def resolve_misunderstood(request: Request, state: State, data: ResolveRequest, entry_id: int = _ENTRY_ID) -> Entry:
     """Assign the utterance to an intent, a new intent or a KB article, or ignore it."""
     return _resolve(request, state, [entry_id], data)[0]
 
@@ -475,14 +479,14 @@ def resolve_misunderstood(request: Request, state: State, entry_id: int, data: R
 @post("/misunderstood/resolve", guards=_OPERATOR, sync_to_thread=True, tags=["learning"], status_code=200)
 def resolve_many(request: Request, state: State, data: BulkResolveRequest) -> list[Entry]:
     """Resolve several entries the same way (all or none: an unknown id refuses the call)."""
-    if not 1 <= len(data.ids) <= 500:
-        raise ApiError(422, "invalid_field", "`ids`: 1..500 entry ids")
+    if not 1 <= len(data.ids) <= 500 or not all(1 <= i < 2**63 for i in data.ids):
+        raise ApiError(422, "invalid_field", "`ids`: 1..500 entry ids (positive 64-bit integers)")
     return _resolve(request, state, data.ids, data)
 
 
 @post("/misunderstood/{entry_id:int}/reopen", guards=_OPERATOR, sync_to_thread=True, tags=["learning"],
       status_code=200)
-def reopen_misunderstood(request: Request, state: State, entry_id: int) -> Entry:
+def reopen_misunderstood(request: Request, state: State, entry_id: int = _ENTRY_ID) -> Entry:
     try:
         return _queue(state).reopen(principal(request).tenant, entry_id)
     except QueueError as exc:

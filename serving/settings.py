@@ -14,6 +14,9 @@ from typing import Literal
 import msgspec
 
 Role = Literal["read", "editor", "reviewer", "admin"]
+ROLES = ("read", "editor", "reviewer", "admin")  # lowest to highest
+# tenant names become folder and PostgreSQL schema names: lowercase, short, no separators
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
 
 class ApiKey(msgspec.Struct, forbid_unknown_fields=True):
@@ -48,7 +51,30 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     dialogue_domain: str | None = None  # default: the built-in demo
     dialogue_backend_url: str | None = None  # the shop backend for flow actions; default: the demo backend
     dialogue_lock_wait_s: float = 10.0
+    events_url: str | None = None  # the event store (learning loop); default SQLite at <home>/events.db
+    insights_webhook_url: str | None = None  # hot-topic alerts are POSTed here (POST /v1/insights/spikes/alert)
+    insights_webhook_timeout_s: float = 5.0
+    insights_max_events: int = 200_000  # events read per insights answer (the answer says when it was cut)
+    feedback_half_life_days: float = 30.0  # search feedback older than this counts half as much
     log_level: str = "INFO"
+    # throughput and operations (serving/server.py, nlu/batching.py, serving/metrics.py)
+    workers: int = 1  # uvicorn worker processes; each loads the models once
+    encode_batch_max: int = 32  # texts per micro-batch into the encoder
+    encode_batch_wait_ms: float = 2.0  # under load, wait this long for a batch to fill (never when idle)
+    embedding_cache_size: int = 4096  # LRU of normalised texts' embeddings; 0 turns it off
+    log_format: Literal["json", "text"] = "json"
+    graceful_timeout_s: float = 30.0  # on SIGTERM, requests in flight get this long to finish
+    # tenants, keys and limits (serving/README.md)
+    keys_url: str | None = None  # API key store; default SQLite at <home>/keys.db
+    key_outage_grace_s: float = 300.0  # key DB down: keys checked this recently keep working (0: fail closed)
+    operator_tenant: str = "default"  # whose admin keys may reload the model and read the registry
+    rate_limit_per_s: float = 50.0  # per key, token bucket; 0 turns rate limiting off
+    rate_limit_burst: int = 100
+    rate_limit_url: str | None = None  # redis://… to share buckets between replicas; default in-process
+    body_timeout_s: float = 15.0  # a request body must arrive within this (slow-drip clients are cut off)
+    backend_timeout_s: float = 3.0  # connect/read timeout for Redis and PostgreSQL
+    cors_origins: list[str] = msgspec.field(default_factory=list)  # widget origins, e.g. https://shop.example
+    redact_pii: bool = False  # mask phone numbers and e-mails in log lines (lingxi.nlu.redact)
 
     @property
     def models_path(self) -> Path:
@@ -71,12 +97,20 @@ def _env_overrides() -> dict:
     simple = {"LINGXI_HOME": "home", "LINGXI_BOT": "bot", "LINGXI_MODELS_DIR": "models_dir",
               "LINGXI_HOST": "host", "LINGXI_LOG_LEVEL": "log_level", "LINGXI_MODEL_SOURCE": "model_source",
               "LINGXI_MODEL_ALIAS": "model_alias", "LINGXI_KB_URL": "kb_url",
-              "LINGXI_DIALOGUE_STORE": "dialogue_store"}
+              "LINGXI_DIALOGUE_STORE": "dialogue_store", "LINGXI_EVENTS_URL": "events_url",
+              "LINGXI_INSIGHTS_WEBHOOK_URL": "insights_webhook_url"}
+    simple.update({"LINGXI_KEYS_URL": "keys_url", "LINGXI_RATE_LIMIT_URL": "rate_limit_url"})
+    simple.update({"LINGXI_LOG_FORMAT": "log_format"})
     for var, key in simple.items():
         if env.get(var):
             out[key] = env[var]
     numbers = {"LINGXI_PORT": ("port", int), "LINGXI_MAX_TEXT_CHARS": ("max_text_chars", int),
                "LINGXI_REGISTRY_POLL_SECONDS": ("registry_poll_seconds", float)}
+    numbers.update({"LINGXI_RATE_LIMIT_PER_S": ("rate_limit_per_s", float),
+                    "LINGXI_RATE_LIMIT_BURST": ("rate_limit_burst", int)})
+    numbers.update({"LINGXI_WORKERS": ("workers", int), "LINGXI_ENCODE_BATCH_MAX": ("encode_batch_max", int),
+                    "LINGXI_ENCODE_BATCH_WAIT_MS": ("encode_batch_wait_ms", float),
+                    "LINGXI_EMBEDDING_CACHE_SIZE": ("embedding_cache_size", int)})
     for var, (key, kind) in numbers.items():
         if env.get(var):
             try:
@@ -92,6 +126,10 @@ def _env_overrides() -> dict:
                 raise SettingsError(f"LINGXI_API_KEYS item {i + 1}: expected name:role:key with role read|editor|reviewer|admin")
             keys.append({"name": parts[0], "role": parts[1], "key": parts[2]})
         out["api_keys"] = keys
+    if env.get("LINGXI_CORS_ORIGINS"):
+        out["cors_origins"] = [o.strip() for o in env["LINGXI_CORS_ORIGINS"].split(",") if o.strip()]
+    if env.get("LINGXI_REDACT_PII"):
+        out["redact_pii"] = env["LINGXI_REDACT_PII"].strip().lower() in ("1", "true", "yes", "on")
     return out
 
 
@@ -114,4 +152,15 @@ def load_settings(path: str | Path | None = None, **overrides) -> Settings:
     for key in settings.api_keys:
         if not (key.key or key.sha256):
             raise SettingsError(f"api key {key.name!r}: give `key` or `sha256`")
+    import re
+
+    for tenant in [*(k.tenant for k in settings.api_keys), settings.operator_tenant]:
+        if not re.match(TENANT_PATTERN, tenant):
+            raise SettingsError(f"tenant {tenant!r}: 1..32 lowercase letters, digits, _ or -")
+    if settings.workers < 1 or settings.encode_batch_max < 1 or settings.encode_batch_wait_ms < 0 \
+            or settings.embedding_cache_size < 0 or settings.graceful_timeout_s < 0:
+        raise SettingsError("workers and encode_batch_max must be >= 1; encode_batch_wait_ms, "
+                            "embedding_cache_size and graceful_timeout_s must be >= 0")
+    if settings.rate_limit_per_s < 0 or settings.rate_limit_burst < 1:
+        raise SettingsError("rate_limit_per_s must be >= 0 and rate_limit_burst >= 1")
     return settings

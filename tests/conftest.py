@@ -47,3 +47,29 @@ def demo_pipeline(trained_demo, demo_encoder):
     pipeline = pipeline_from_bundle(trained_demo.bundle, demo_encoder)
     pipeline.warmup()
     return pipeline
+
+
+@pytest.fixture
+def fresh_pg_database():
+    """A new, empty database on LINGXI_TEST_POSTGRES_URL's server, dropped afterwards: ``(name, url)``.
+
+    For tests whose processes create their own tables (replicas, outages) without touching the
+    shared test database. Skips when the variable is unset.
+    """
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import sqlalchemy as sa
+
+    base = os.environ.get("LINGXI_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("LINGXI_TEST_POSTGRES_URL is not set (CI sets it)")
+    name = f"lingxi_t_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    parts = urlsplit(base)
+    yield name, urlunsplit(parts._replace(path=f"/{name}"))
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

@@ -418,7 +418,9 @@ class EventStore:
         return cls(url, config=config).create_schema()
 
     def create_schema(self) -> EventStore:
-        metadata.create_all(self.engine)
+        from lingxi.retrieval.store import create_tables  # replicas may start together on an empty database
+
+        create_tables(metadata, self.engine)
         return self
 
     def dispose(self) -> None:

@@ -1,0 +1,90 @@
+"""Redaction of personal data (phone numbers, e-mail addresses) and of secrets in URLs.
+
+``redact(text)`` replaces phone numbers with ``[phone]`` and e-mail addresses with ``[email]``;
+stores that keep customer text for analytics (feedback queries, the event store) call it when
+``Settings.redact_pii`` is on, and :func:`install_log_redaction` applies it to every log record.
+``scrub_secrets(text)`` masks the password of ``scheme://user:password@host`` URLs, so a database
+error message can be shown or logged without the credentials in it.
+
+Full-width digits (``１３８…``, common from Chinese input methods) are found too: detection runs
+on a copy in which full-width digits and signs are mapped one-to-one to ASCII, so the spans line
+up with the original text.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}(?![A-Za-z0-9-])"
+)
+_PHONE = re.compile(
+    r"(?<![0-9A-Za-z])(?:"
+    r"(?:(?:\+|00)86[ -]?)?1[3-9]\d(?:[ -]?\d{4}){2}"  # mainland mobile, optionally +86
+    r"|0\d{2,3}[ -]?\d{7,8}"  # mainland landline with area code
+    r"|(?:\+|00)[1-9]\d{0,2}[ -]?\d(?:[ -]?\d){6,13}"  # international with a country code
+    r")(?![0-9A-Za-z])"
+)
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)(?P<pw>[^\s@/]+)(?=@)")
+_FULLWIDTH = str.maketrans({**{chr(0xFF10 + i): str(i) for i in range(10)}, "＋": "+", "－": "-", "　": " ",
+                            "＠": "@", "．": "."})
+
+
+def redact(text: str) -> str:
+    """``text`` with phone numbers as ``[phone]`` and e-mail addresses as ``[email]``."""
+    if not text:
+        return text
+    probe = text.translate(_FULLWIDTH)  # same length as ``text``: every mapping is one character
+    spans = [(m.start(), m.end(), "[email]") for m in _EMAIL.finditer(probe)]
+    taken = [(s, e) for s, e, _ in spans]
+    spans += [(m.start(), m.end(), "[phone]") for m in _PHONE.finditer(probe)
+              if not any(s < m.end() and m.start() < e for s, e in taken)]
+    if not spans:
+        return text
+    out, last = [], 0
+    for start, end, label in sorted(spans):
+        out.append(text[last:start])
+        out.append(label)
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
+def scrub_secrets(text: str) -> str:
+    """Mask URL passwords: ``postgresql://app:s3cret@db/x`` → ``postgresql://app:***@db/x``."""
+    return _URL_PASSWORD.sub(lambda m: m.group("head") + "***", text) if text else text
+
+
+class _RedactingFactory:
+    """A log-record factory that formats the message once and redacts it (installed idempotently)."""
+
+    def __init__(self, inner, pii: bool) -> None:
+        self.inner = inner
+        self.pii = pii
+
+    def __call__(self, *args, **kwargs) -> logging.LogRecord:
+        record = self.inner(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format string: leave the record to logging's own handling
+            return record
+        clean = scrub_secrets(message)
+        if self.pii:
+            clean = redact(clean)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return record
+
+
+def install_log_redaction(pii: bool) -> None:
+    """Scrub URL passwords from every log record, and phone numbers and e-mails too when ``pii``.
+
+    A record factory (not a handler filter) so that it also covers handlers configured later,
+    such as a JSON log formatter.
+    """
+    current = logging.getLogRecordFactory()
+    if isinstance(current, _RedactingFactory):
+        current.pii = current.pii or pii
+        return
+    logging.setLogRecordFactory(_RedactingFactory(current, pii))
