@@ -481,21 +481,11 @@ def _validate_flow(spec: DialogueSpec, fid: str, flow: FlowSpec, known_intents: 
         if not step.kind:
             at_step(j, f"step {step.id!r} must have exactly one of say / ask / branch / action / article / handoff / end")
     slots = set(spec.slots)
-    edges: dict[str, list[str]] = {}
     for j, step in enumerate(flow.steps):
-        targets: list[tuple[str, str]] = []
-        if step.next:
-            targets.append(("next", step.next))
-        if step.on_failure:
-            targets.append(("on_failure", step.on_failure))
-        if step.on_error:
-            targets.append(("on_error", step.on_error))
+        targets = step_targets(step)
         for case in step.branch or []:
-            targets.append(("goto", case.goto))
             if case.when and case.when.slot and case.when.slot not in slots:
                 at_step(j, f"step {step.id!r} branches on unknown slot {case.when.slot!r}")
-        if step.branch is not None and not any(c.when is None for c in step.branch):
-            pass  # falls through to `next` (or the next step) when no case holds
         for label, target in targets:
             if target not in ids:
                 at_step(j, f"step {step.id!r}: {label} {target!r} is not a step of this flow (dangling)")
@@ -510,18 +500,41 @@ def _validate_flow(spec: DialogueSpec, fid: str, flow: FlowSpec, known_intents: 
                 at_step(j, f"step {step.id!r}: template uses unknown slot {var!r}")
         if step.validate and step.validate.pattern:
             _check_regex(step.validate.pattern, lambda m, jj=j: at_step(jj, m))
-        succ = [t for _, t in targets if t in ids]
+    asks = {s.id for s in flow.steps if s.kind == "ask"}
+    for cycle in _cycles(flow_successors(flow)):
+        if not set(cycle) & asks:
+            j = ids[cycle[0]]
+            at_step(j, f"steps {' → '.join([*cycle, cycle[0]])} form a cycle without an ask (would loop forever)")
+    return out
+
+
+def step_targets(step: StepSpec) -> list[tuple[str, str]]:
+    """The explicit jumps of a step as (field, target step id): next, on_failure, on_error, branch gotos."""
+    targets: list[tuple[str, str]] = []
+    if step.next:
+        targets.append(("next", step.next))
+    if step.on_failure:
+        targets.append(("on_failure", step.on_failure))
+    if step.on_error:
+        targets.append(("on_error", step.on_error))
+    for case in step.branch or []:
+        targets.append(("goto", case.goto))
+    return targets
+
+
+def flow_successors(flow: FlowSpec) -> dict[str, list[str]]:
+    """Step id → the steps that can run next: its jumps, plus the following step when it falls
+    through (no ``next``, not an end/handoff, and not a branch with an ``else`` case)."""
+    ids = {s.id for s in flow.steps}
+    edges: dict[str, list[str]] = {}
+    for j, step in enumerate(flow.steps):
+        succ = [t for _, t in step_targets(step) if t in ids]
         falls_through = step.kind not in ("end", "handoff") and not step.next and (
             step.kind != "branch" or not any(c.when is None for c in step.branch or []))
         if falls_through and j + 1 < len(flow.steps):
             succ.append(flow.steps[j + 1].id)
         edges[step.id] = succ
-    asks = {s.id for s in flow.steps if s.kind == "ask"}
-    for cycle in _cycles(edges):
-        if not set(cycle) & asks:
-            j = ids[cycle[0]]
-            at_step(j, f"steps {' → '.join([*cycle, cycle[0]])} form a cycle without an ask (would loop forever)")
-    return out
+    return edges
 
 
 def _cycles(edges: dict[str, list[str]]) -> list[list[str]]:

@@ -35,3 +35,29 @@ def mean_metrics(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     if not rows:
         return {k: 0.0 for k in METRIC_KEYS}
     return {k: sum(r[k] for r in rows) / len(rows) for k in METRIC_KEYS}
+
+
+def metrics_from_ranks(ranks: Sequence[int], n_relevant: int) -> dict[str, float]:
+    """:func:`query_metrics` from the 1-based ranks of a query's relevant documents in its top 10
+    (what ``per_query.jsonl`` stores), so runs can be re-scored without their rankings."""
+    if n_relevant < 1:
+        raise ValueError("a query needs at least one relevant document")
+    top = sorted(r for r in ranks if 1 <= r <= 10)
+    out: dict[str, float] = {}
+    for k in CUTOFFS:
+        found = sum(1 for r in top if r <= k)
+        out[f"recall@{k}"] = found / n_relevant
+        out[f"hit@{k}"] = 1.0 if found else 0.0
+    out["mrr@10"] = 1.0 / top[0] if top else 0.0
+    ideal = sum(1.0 / math.log2(i + 2) for i in range(min(n_relevant, 10)))
+    out["ndcg@10"] = sum(1.0 / math.log2(r + 1) for r in top) / ideal
+    return out
+
+
+def recall_curve(ranks: Sequence[Sequence[int]], n_relevant: Sequence[int], depth: int = 10) -> list[float]:
+    """Mean recall@k for k = 1..depth over queries."""
+    if not ranks:
+        return [0.0] * depth
+    return [sum(sum(1 for r in rs if r <= k) / n for rs, n in zip(ranks, n_relevant, strict=True)) / len(ranks)
+            for k in range(1, depth + 1)]
+

@@ -32,6 +32,33 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     return float(ece)
 
 
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> list[dict[str, float]]:
+    """Per equal-width confidence bin: rows, mean confidence, accuracy (the reliability diagram's data;
+    the same bins as :func:`expected_calibration_error`)."""
+    confidence = np.asarray(confidence, dtype=float)
+    correct = np.asarray(correct, dtype=float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    out = []
+    for b in range(bins):
+        mask = idx == b
+        out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": int(mask.sum()),
+                    "confidence": float(confidence[mask].mean()) if mask.any() else 0.0,
+                    "accuracy": float(correct[mask].mean()) if mask.any() else 0.0})
+    return out
+
+
+def most_confused(gold: Sequence[str], predicted: Sequence[str], texts: Sequence[str],
+                  top: int = 50) -> list[dict[str, object]]:
+    """The most frequent gold → predicted error pairs, each with one example text."""
+    counts = Counter((g, p) for g, p in zip(gold, predicted, strict=True) if g != p)
+    example: dict[tuple[str, str], str] = {}
+    for g, p, t in zip(gold, predicted, texts, strict=True):
+        if g != p:
+            example.setdefault((g, p), t)
+    return [{"gold": g, "predicted": p, "n": n, "example": example[(g, p)]} for (g, p), n in counts.most_common(top)]
+
+
 def intent_metrics(
     gold: Sequence[str],
     predicted: Sequence[str],

@@ -5,13 +5,16 @@ The same components the service uses (:class:`~lingxi.retrieval.index.KbIndex`,
 chosen by MRR@10 on queries that are not reported: StackFAQ cross-fits over its five folds (each
 fold ranked with the config tuned on the other four), the BQ view tunes on dev and reports test.
 
-Writes ``DIR/results.json`` (``modes.{dense,bm25,hybrid}`` with ``recall@1/5/10``, ``mrr@10``,
-``ndcg@10``, ``hit@k`` as fractions; the fusion chosen and what it was tuned on) and
-``DIR/per_query.jsonl`` (rank of the first relevant document per mode).
+Writes ``DIR/results.json`` (the envelope of :mod:`lingxi.evals.runs`; ``modes.{dense,bm25,hybrid}``
+with ``recall@1/5/10``, ``mrr@10``, ``ndcg@10``, ``hit@k`` as fractions; ``recall_curve`` per mode
+for k = 1..10; the fusion chosen and what it was tuned on), ``DIR/per_query.jsonl`` (per query and
+mode: the ranks of its relevant documents in the top 10 — what ``lingxi eval compare`` re-scores),
+``DIR/errors.jsonl`` (queries with no relevant document in the hybrid top 10) and ``report.html``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -29,8 +32,14 @@ from lingxi.retrieval.chunking import IndexDoc, estimate_tokens
 from lingxi.retrieval.fusion import FusionConfig, HybridFuser, default_grid, tune_fusion
 from lingxi.retrieval.index import DocHit, IndexConfig, KbIndex
 
+from . import plots
 from .cache import cached_encode
-from .ir_metrics import mean_metrics, query_metrics
+from .ir_metrics import mean_metrics, query_metrics, recall_curve
+from .references import references_for
+from .report import retrieval_page, write_report
+from .runs import ERRORS, REPORT, config_version, provenance, write_figures, write_jsonl, write_results
+
+PER_QUERY = "per_query.jsonl"
 
 MODES = ("dense", "bm25", "hybrid")
 
@@ -46,6 +55,17 @@ class CachedEncoder:
 
     def encode(self, texts: Sequence[str], kind: Kind = "query") -> np.ndarray:
         return cached_encode(self.encoder, list(texts), kind, self.cache_dir)
+
+
+def fingerprint(ds: RetrievalDataset) -> str:
+    """Hash of the exact documents and queries (with their splits, folds and judgements)."""
+    digest = hashlib.sha256()
+    for d in ds.docs:
+        digest.update(json.dumps([d.doc_id, d.title, d.text, d.split], ensure_ascii=False).encode())
+    for q in ds.queries:
+        digest.update(json.dumps([q.query_id, q.text, q.relevant, q.exclude, q.split, q.fold],
+                                 ensure_ascii=False).encode())
+    return digest.hexdigest()[:16]
 
 
 def to_index_doc(doc: CorpusDoc, max_tokens: int) -> IndexDoc:
@@ -92,7 +112,7 @@ def _tune(idx: Sequence[int], runs: _Runs, queries: Sequence[RetrievalQuery], de
 def run_retrieval_eval(dataset: str | RetrievalDataset, out_dir: str | Path, encoder: Encoder | None = None,
                        encoder_config: EncoderConfig | None = None, datasets_dir: str | Path | None = None,
                        index_config: IndexConfig | None = None, depth: int = 100,
-                       cache_dir: Path | None = None) -> dict:
+                       cache_dir: Path | None = None, report: bool = True, tracking_uri: str | None = None) -> dict:
     """Rank every query three ways, tune fusion on non-reported queries, write and return the results."""
     started = time.time()
     ds = dataset if isinstance(dataset, RetrievalDataset) else load_retrieval_dataset(dataset, datasets_dir)
@@ -149,48 +169,85 @@ def run_retrieval_eval(dataset: str | RetrievalDataset, out_dir: str | Path, enc
                        "tuning_table": {label: round(v, 5) for label, v in table}})
 
     per_mode: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
+    ranks: dict[str, list[list[int]]] = {m: [] for m in MODES}
+    n_relevant: list[int] = []
+    misses: list[dict] = []
     naive: list[dict[str, float]] = []
     naive_fuser = HybridFuser(FusionConfig(method="rrf", dense_weight=0.5, rrf_k=60, depth=depth))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / "per_query.jsonl").open("w", encoding="utf-8") as fh:
+    with (out_dir / PER_QUERY).open("w", encoding="utf-8") as fh:
         for i in report:
             q = queries[i]
             rel = frozenset(q.relevant)
             ranked = {"dense": [h.doc_id for h in runs.dense[i][:10]], "bm25": [h.doc_id for h in runs.sparse[i][:10]],
                       "hybrid": hybrid_ranked[i]}
-            row: dict[str, object] = {"query_id": q.query_id, "text": q.text}
+            row: dict[str, object] = {"id": q.query_id, "query_id": q.query_id, "text": q.text,
+                                      "n_relevant": len(rel)}
+            n_relevant.append(len(rel))
             for m in MODES:
                 per_mode[m].append(query_metrics(ranked[m], rel))
-                row[f"{m}_first_relevant_rank"] = next((r + 1 for r, d in enumerate(ranked[m]) if d in rel), None)
+                found = [r + 1 for r, d in enumerate(ranked[m]) if d in rel]
+                ranks[m].append(found)
+                row[f"{m}_first_relevant_rank"] = found[0] if found else None
+                row[f"{m}_relevant_ranks"] = found
+            if not ranks["hybrid"][-1]:
+                misses.append({"query_id": q.query_id, "text": q.text, "relevant": sorted(rel),
+                               "top": ranked["hybrid"][:3],
+                               **{f"{m}_first_relevant_rank": row[f"{m}_first_relevant_rank"] for m in MODES}})
             naive.append(query_metrics([h.doc_id for h in naive_fuser.run(runs.dense[i], runs.sparse[i], 10)], rel))
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
+    reported_on = {"crossfold": "all queries, each fold ranked with fusion tuned on the other folds",
+                   "dev-test": f"split {ds.report_split} (fusion tuned on {ds.tune_split})"}.get(ds.protocol, "all queries")
+    index_cfg = msgspec.to_builtins(index_config)
     results = {
+        **provenance("retrieval"),
         "dataset": ds.name,
         "source": ds.source,
+        "dataset_fingerprint": fingerprint(ds),
+        "split": reported_on,
+        "seed": None,  # nothing random: fusion is a grid search, indexes are exact
         "protocol": ds.protocol,
         "n_queries": len(report),
         "n_docs": len(ds.docs),
         "encoder": encoder.name,
-        "index": msgspec.to_builtins(index_config),
+        "model": {"version": config_version(encoder.name, index_cfg, depth), "encoder": encoder.name},
+        "index": index_cfg,
         "depth": depth,
         "modes": {m: mean_metrics(per_mode[m]) for m in MODES},
+        "recall_curve": {m: [round(v, 5) for v in recall_curve(ranks[m], n_relevant)] for m in MODES},
         "fusion": chosen,
         "reference": {"rrf_equal_weight_k60": mean_metrics(naive)},
+        "published": references_for(ds.name),
+        "n_misses": len(misses),
+        "files": {"predictions": PER_QUERY, "errors": ERRORS, "report": REPORT if report else None},
         "timings": {**timings, "total_s": round(time.time() - started, 2)},
     }
-    (out_dir / "results.json").write_text(json.dumps(results, ensure_ascii=False, indent=2), "utf-8")
+    write_jsonl(out_dir / ERRORS, misses)
+    write_results(out_dir, results)
+    if report:
+        figures = {"recall_at_k": plots.recall_at_k_png(results["recall_curve"], f"Recall@k · {ds.name}")}
+        results["files"]["figures"] = write_figures(out_dir, figures)
+        write_report(out_dir, retrieval_page(results, figures, misses))
+        write_results(out_dir, results)
+    if tracking_uri:
+        from .tracking import log_eval_run
+
+        log_eval_run(out_dir, results, tracking_uri)
     return results
 
 
 def cmd_eval_retrieval(args) -> int:
     from lingxi.datasets.public import DatasetError
 
+    from .tracking import tracking_uri_from
+
     cfg = EncoderConfig(backend=args.encoder, model=args.model, threads=args.threads or os.cpu_count() or 1)
     try:
         results = run_retrieval_eval(args.dataset, args.out, encoder_config=cfg, datasets_dir=args.datasets_dir,
-                                     depth=args.depth)
+                                     depth=args.depth, report=not args.no_report,
+                                     tracking_uri=tracking_uri_from(args))
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -198,12 +255,14 @@ def cmd_eval_retrieval(args) -> int:
                       "modes": {m: {k: round(v, 4) for k, v in r.items() if not k.startswith("hit")}
                                 for m, r in results["modes"].items()},
                       "fusion": [c["label"] for c in results["fusion"]]}, indent=2))
-    print(f"wrote {Path(args.out) / 'results.json'}")
+    print(f"wrote {Path(args.out) / 'results.json'}" + ("" if args.no_report else f" and {Path(args.out) / REPORT}"))
     return 0
 
 
 def add_retrieval_parser(subparsers) -> None:
     """Register ``retrieval`` under ``lingxi eval`` (``subparsers`` is the eval suite sub-parser group)."""
+    from .tracking import add_tracking_options
+
     p = subparsers.add_parser("retrieval", help="dense / BM25 / hybrid knowledge retrieval (recall, MRR, nDCG)")
     p.add_argument("--dataset", required=True, help="stackfaq | bq-corpus | PATH (folder with corpus.jsonl, queries.jsonl)")
     p.add_argument("--out", required=True, help="output folder for results.json and per_query.jsonl")
@@ -212,6 +271,8 @@ def add_retrieval_parser(subparsers) -> None:
     p.add_argument("--model", help="model path for --encoder sentence-transformers")
     p.add_argument("--threads", type=int, help="encoder threads (default: all cores)")
     p.add_argument("--depth", type=int, default=100, help="candidates per retriever before fusion")
+    p.add_argument("--no-report", action="store_true", help="skip report.html and the figures")
+    add_tracking_options(p)
     p.set_defaults(func=cmd_eval_retrieval)
 
 

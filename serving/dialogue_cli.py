@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -29,49 +30,82 @@ def _domain_for(path: Path | None, explicit: str | None) -> Path:
     return demo_domain_path()
 
 
-def _print_problems(exc) -> None:
-    for p in exc.problems:
-        print(f"{p.file}:{p.line}: {p.message}", file=sys.stderr)
+class SetupError(Exception):
+    """Conversation tests could not start; ``lines`` are ``file:line: message`` for stderr."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__("\n".join(lines))
 
 
-def cmd_test_conversations(args) -> int:
+@dataclass
+class ConversationRun:
+    """Everything a replay needs: the tests, the dialogue spec and the model to replay them with."""
+
+    tests: list
+    spec: object
+    loaded: object  # serving.loading.LoadedModel
+    tests_path: Path
+    domain_dir: Path
+
+
+def prepare_conversation_run(path: str | None, domain: str | None, models_dir: str | None,
+                             config: str | None) -> ConversationRun:
+    """Load the domain, its flows and the tests, and the newest model (training one if there is none).
+
+    Shared by ``lingxi test conversations`` and ``lingxi eval conversations``.
+    """
     from lingxi.datasets.dialogue_files import load_conversation_tests, load_dialogue
     from lingxi.datasets.domain import DomainError, load_domain
-    from lingxi.dialogue.testing import format_report, run_tests
+
+    tests_arg = Path(path) if path else None
+    domain_dir = _domain_for(tests_arg, domain)
+    tests_path = tests_arg or domain_dir / "tests"
+    try:
+        dom = load_domain(domain_dir)
+        spec = load_dialogue(domain_dir, set(dom.intent_names), {r.id for r in dom.rules})
+        tests = load_conversation_tests(tests_path)
+    except DomainError as exc:
+        raise SetupError([f"{p.file if Path(p.file).is_absolute() or p.line == 0 else domain_dir / p.file}:"
+                          f"{p.line}: {p.message}" for p in exc.problems]) from None
+    return ConversationRun(tests, spec, load_or_train_model(domain_dir, models_dir, config), tests_path, domain_dir)
+
+
+def load_or_train_model(domain_dir: Path, models_dir: str | None, config: str | None):
+    """The newest bundle of the configured bot; with none, train ``domain_dir`` first (no MLflow run)."""
+    from lingxi.datasets.domain import DomainError
     from lingxi.serving.loading import ModelHolder
     from lingxi.serving.settings import load_settings
     from lingxi.training.bundle import latest_bundle_path
 
-    path = Path(args.path) if args.path else None
-    domain_dir = _domain_for(path, args.domain)
-    tests_path = path or domain_dir / "tests"
-    try:
-        domain = load_domain(domain_dir)
-        spec = load_dialogue(domain_dir, set(domain.intent_names), {r.id for r in domain.rules})
-        tests = load_conversation_tests(tests_path)
-    except DomainError as exc:
-        for p in exc.problems:
-            where = p.file if Path(p.file).is_absolute() or p.line == 0 else str(domain_dir / p.file)
-            print(f"{where}:{p.line}: {p.message}", file=sys.stderr)
-        return 2
-    settings = load_settings(getattr(args, "config", None))
-    models_dir = Path(args.models_dir) if args.models_dir else settings.models_path
+    settings = load_settings(config)
+    models = Path(models_dir) if models_dir else settings.models_path
     bot = settings.bot
-    if latest_bundle_path(models_dir, bot) is None:
+    if latest_bundle_path(models, bot) is None:
         from lingxi.training.train import TrainConfig, train_domain
 
-        print(f"no model for {bot!r} in {models_dir}: training {domain_dir} first …", file=sys.stderr)
+        print(f"no model for {bot!r} in {models}: training {domain_dir} first …", file=sys.stderr)
         try:
-            train_domain(domain_dir, models_dir, TrainConfig(), log_to_mlflow=False)
+            bot = train_domain(domain_dir, models, TrainConfig(), log_to_mlflow=False).bundle.bot
         except DomainError as exc:
-            _print_problems(exc)
-            return 2
-        bot = domain.name
-    holder = ModelHolder(models_dir, bot)
+            raise SetupError([str(p) for p in exc.problems]) from None
+    holder = ModelHolder(models, bot)
     loaded = holder.load_latest()
     if loaded is None:
-        print(f"error: {holder.last_error}", file=sys.stderr)
+        raise SetupError([f"error: {holder.last_error}"])
+    return loaded
+
+
+def cmd_test_conversations(args) -> int:
+    from lingxi.dialogue.testing import format_report, run_tests
+
+    try:
+        run = prepare_conversation_run(args.path, args.domain, args.models_dir, getattr(args, "config", None))
+    except SetupError as exc:
+        for line in exc.lines:
+            print(line, file=sys.stderr)
         return 2
+    tests, spec, loaded, tests_path = run.tests, run.spec, run.loaded, run.tests_path
     reports = run_tests(tests, loaded.pipeline, spec)
     print(format_report(reports, verbose=args.verbose))
     print(f"model {loaded.bundle.bot}@{loaded.bundle.version}; tests {tests_path}")

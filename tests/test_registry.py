@@ -59,18 +59,22 @@ def test_registration_sets_challenger_and_pyfunc_loads(registry, versions):
 
 
 def test_gate_refuses_weak_model_and_promotes_strong_one_then_rollback(registry, versions):
+    from lingxi.training.gate import GateConfig
+
     bot, v1, v2, v3 = versions
-    entry, report = registry.promote(bot, v1, demo_domain_path(), "tester", "first champion")
+    # this test is about accuracy gating; a loaded test machine must not trip the latency budget
+    relaxed = GateConfig(latency_budget_ms=2000.0)
+    entry, report = registry.promote(bot, v1, demo_domain_path(), "tester", "first champion", gate_config=relaxed)
     assert report.passed and registry.alias_version(bot, CHAMPION) == v1
 
     with pytest.raises(GateFailed) as failed:
-        registry.promote(bot, v2, demo_domain_path(), "tester", "should fail")
+        registry.promote(bot, v2, demo_domain_path(), "tester", "should fail", gate_config=relaxed)
     checks = {c.name: c for c in failed.value.report.checks}
     assert not checks["accuracy"].passed
     assert checks["accuracy"].values["delta"]["delta"] < -0.05
     assert registry.alias_version(bot, CHAMPION) == v1  # no alias change on refusal
 
-    entry, report = registry.promote(bot, v3, demo_domain_path(), "tester", "retrained")
+    entry, report = registry.promote(bot, v3, demo_domain_path(), "tester", "retrained", gate_config=relaxed)
     assert report.passed and entry.from_version == v1 and registry.alias_version(bot, CHAMPION) == v3
 
     back = registry.rollback(bot, "tester", "bad feedback")

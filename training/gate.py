@@ -87,9 +87,31 @@ def _score(bundle: ModelBundle, texts: list[str], encoders: dict[str, Encoder], 
     for t in norm[: cfg.latency_samples]:  # one message at a time, as served
         t0 = time.perf_counter()
         emb = encoder.encode([t], "query")
-        bundle.intent_model.decide(bundle.intent_model.predict_proba([t], emb)[0])
+        probs, similarity = bundle.intent_model.predict_scores([t], emb)
+        bundle.intent_model.decide(probs[0], None if similarity is None else float(similarity[0]))
         timings.append((time.perf_counter() - t0) * 1000)
     return _Scored(np.array([r.predicted for r in rows], dtype=object), float(np.median(timings)))
+
+
+def regression_checks(ok_a: np.ndarray, ok_b: np.ndarray, is_oos: np.ndarray, cfg: GateConfig) -> list[Check]:
+    """Is B significantly worse than A on the same examples? Accuracy (McNemar + paired bootstrap)
+    and, when there are out-of-scope rows, OOS recall (paired bootstrap). Also used by
+    ``lingxi eval compare`` so a comparison says what the gate would say."""
+    checks: list[Check] = []
+    test = mcnemar(ok_a, ok_b)
+    acc = paired_bootstrap("accuracy", lambda i: (ok_a[i].mean(), ok_b[i].mean()), len(ok_a), cfg.bootstrap_rounds)
+    worse = acc.delta < -cfg.accuracy_tolerance and test.p_value < cfg.alpha and test.only_a > test.only_b
+    checks.append(Check("accuracy", not worse,
+                        f"Δ {acc.delta:+.3f} (95% CI {acc.ci_low:+.3f}..{acc.ci_high:+.3f}), McNemar p={test.p_value:.3g}"
+                        f", tolerance {cfg.accuracy_tolerance}", {"delta": acc.to_dict(), "mcnemar": test.to_dict()}))
+    if is_oos.any():
+        oos_a, oos_b = rate_on(is_oos, ok_a), rate_on(is_oos, ok_b)
+        rec = paired_bootstrap("oos_recall", lambda i: (oos_a(i), oos_b(i)), len(ok_a), cfg.bootstrap_rounds)
+        worse = rec.delta < -cfg.oos_recall_tolerance and rec.ci_high < 0
+        checks.append(Check("oos_recall", not worse,
+                            f"Δ {rec.delta:+.3f} (95% CI {rec.ci_low:+.3f}..{rec.ci_high:+.3f}), tolerance "
+                            f"{cfg.oos_recall_tolerance}", {"delta": rec.to_dict()}))
+    return checks
 
 
 def run_gate(challenger: ModelBundle, champion: ModelBundle | None, domain_path: str | Path,
@@ -116,20 +138,7 @@ def run_gate(challenger: ModelBundle, champion: ModelBundle | None, domain_path:
         metrics["champion"] = {"accuracy": float(ok_champ.mean()),
                                "oos_recall": float(ok_champ[is_oos].mean()) if is_oos.any() else None,
                                "p50_ms": champ.p50_ms}
-        test = mcnemar(ok_champ, ok_chal)
-        acc = paired_bootstrap("accuracy", lambda i: (ok_champ[i].mean(), ok_chal[i].mean()), len(gold),
-                               cfg.bootstrap_rounds)
-        worse = acc.delta < -cfg.accuracy_tolerance and test.p_value < cfg.alpha and test.only_a > test.only_b
-        checks.append(Check("accuracy", not worse,
-                            f"Δ {acc.delta:+.3f} (95% CI {acc.ci_low:+.3f}..{acc.ci_high:+.3f}), McNemar p={test.p_value:.3g}"
-                            f", tolerance {cfg.accuracy_tolerance}", {"delta": acc.to_dict(), "mcnemar": test.to_dict()}))
-        if is_oos.any():
-            oos_a, oos_b = rate_on(is_oos, ok_champ), rate_on(is_oos, ok_chal)
-            rec = paired_bootstrap("oos_recall", lambda i: (oos_a(i), oos_b(i)), len(gold), cfg.bootstrap_rounds)
-            worse = rec.delta < -cfg.oos_recall_tolerance and rec.ci_high < 0
-            checks.append(Check("oos_recall", not worse,
-                                f"Δ {rec.delta:+.3f} (95% CI {rec.ci_low:+.3f}..{rec.ci_high:+.3f}), tolerance "
-                                f"{cfg.oos_recall_tolerance}", {"delta": rec.to_dict()}))
+        checks.extend(regression_checks(ok_champ, ok_chal, is_oos, cfg))
     report = per_intent_report(list(gold), list(chal.predicted))
     low = {name: round(r["recall"], 3) for name, r in report.items()
            if name != OOS_LABEL and r["support"] >= cfg.min_intent_support and r["recall"] < cfg.intent_recall_floor}
