@@ -39,7 +39,7 @@ from lingxi.datasets.retrieval import RetrievalDataset, RetrievalQuery, load_ret
 from lingxi.nlu.encoders import Encoder, EncoderConfig, Kind, build_encoder
 from lingxi.nlu.normalize import Normalizer
 from lingxi.retrieval.articles import ArticleContent, Limits
-from lingxi.retrieval.click_memory import ClickMemory, ClickMemoryConfig, combine
+from lingxi.retrieval.click_memory import ClickMemoryConfig
 from lingxi.retrieval.feedback import FeedbackEvent
 from lingxi.retrieval.search import SearchRequest
 from lingxi.retrieval.service import KbConfig, KbService
@@ -68,7 +68,7 @@ class ReplayConfig(msgspec.Struct, frozen=True, kw_only=True):
     seed: int = 0
     customer: CustomerModel = CustomerModel()
     memory: ClickMemoryConfig = ClickMemoryConfig()
-    use_article_quality: bool = True
+    article_quality: str = "penalties"  # KbConfig.article_quality: full | penalties | off
     use_click_memory: bool = True
 
 
@@ -150,13 +150,15 @@ class Simulator:
         normalize = Normalizer()
         self.encoder.prime([normalize(q.text) for q in queries], "query")
         limits = Limits()
+        # the served ranking: KbService.feedback_boosts with the same knobs the server has
         self.kb = KbService(KbConfig(url=sqlite_url(workdir / "kb.db"), index_dir=str(workdir / "index"),
-                                     seed_demo=False, refresh_seconds=1e9), home=workdir, encoder=self.encoder)
+                                     seed_demo=False, refresh_seconds=1e9, article_quality=config.article_quality,
+                                     click_memory=config.memory if config.use_click_memory else None),
+                            home=workdir, encoder=self.encoder)
         self.kb.store.create_schema()
         self.kb.store.apply_batch([BatchOp(content=_article(d.title, d.text, limits), article_id=d.doc_id,
                                            status="published") for d in self.docs], "replay")
         self.kb.start()
-        self.memory = ClickMemory(self.encoder, config.memory)
 
     def close(self) -> None:
         self.kb.close()
@@ -167,12 +169,7 @@ class Simulator:
         index, articles = self.kb.live
 
         def boosts(ids: Sequence[str], intent: str | None) -> dict[str, float]:
-            parts = []
-            if self.config.use_article_quality:
-                parts.append(self.kb.feedback.boosts(ids, intent))
-            if self.config.use_click_memory:
-                parts.append(self.memory.boosts(query.text, ids))
-            return combine(*parts)
+            return self.kb.feedback_boosts(query.text, ids, intent)
 
         req = SearchRequest(query=query.text, top_k=min(50, shown + len(query.exclude)))
         hits = self.kb.searcher.search(req, index, articles, boosts).results
@@ -217,14 +214,13 @@ class Simulator:
         for target in checkpoints:
             while done < target:
                 events = self.session(rng.choice(self.train), rng)
-                self.kb.record_feedback(events)  # the server's path: durable events + article counters
-                self.memory.sync(self.kb.feedback.events)  # the click memory reads the same event store
+                self.kb.record_feedback(events)  # the server's path: durable events, counters, click memory
                 done += 1
             point = {"sessions": done, **self.measure()}
             curve.append(point)
             if log:
                 log(f"  {done:5d} sessions: MRR@10 {point['mrr@10']:.4f}  R@1 {point['recall@1']:.4f}  "
-                    f"hit@1 {point['hit@1']:.4f}  (memory: {self.memory.size} queries)")
+                    f"hit@1 {point['hit@1']:.4f}  (memory: {self.kb.click_memory.size if self.kb.click_memory else 0} queries)")
         return curve
 
 
@@ -309,7 +305,8 @@ def cmd_eval_replay(args) -> int:
     step = max(1, args.sessions // 10)
     checkpoints = (0, *range(step, args.sessions + 1, step), args.sessions)
     config = ReplayConfig(sessions=args.sessions, checkpoints=tuple(sorted(set(checkpoints))), seed=args.seed,
-                          use_article_quality=not args.no_article_quality, use_click_memory=not args.no_click_memory)
+                          article_quality="off" if args.no_article_quality else args.article_quality,
+                          use_click_memory=not args.no_click_memory)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     try:
         payload = run_replay(names, args.out, config, datasets_dir=args.datasets_dir)
@@ -333,7 +330,9 @@ def add_replay_parser(subparsers) -> None:
     p.add_argument("--sessions", type=int, default=1000, help="simulated sessions per dataset (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--datasets-dir", help="folder holding the shared datasets (default: ../shared/datasets)")
-    p.add_argument("--no-article-quality", action="store_true", help="ablation: no per-article quality boost")
+    p.add_argument("--article-quality", choices=["full", "penalties", "off"], default="penalties",
+                   help="per-article quality factor: full, penalties only (the served default), off")
+    p.add_argument("--no-article-quality", action="store_true", help="ablation: same as --article-quality off")
     p.add_argument("--no-click-memory", action="store_true", help="ablation: no query-similarity click memory")
     p.set_defaults(func=cmd_eval_replay)
 

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 import numpy as np
@@ -39,6 +40,7 @@ from .articles import (
     diff_content,
 )
 from .chunking import IndexDoc
+from .click_memory import ClickMemory, ClickMemoryConfig, combine
 from .feedback import FeedbackEvent, FeedbackStore, Flag, Quality, QualityConfig
 from .fusion import FusionConfig
 from .index import IndexConfig, IndexLoadError, KbIndex
@@ -66,6 +68,13 @@ class KbConfig(msgspec.Struct, frozen=True, kw_only=True):
     fusion: FusionConfig = DEFAULT_FUSION
     ranking: RankingConfig = RankingConfig()
     quality: QualityConfig = QualityConfig()
+    # How feedback reranks. ``click_memory``: similar past queries lend a new query their clicks and
+    # votes (None: off). ``article_quality``: the per-article factor from CTR and resolution votes —
+    # "full", "penalties" (only articles customers say do not help sink; the default, because a
+    # query-blind CTR pushes an FAQ down for its own questions when it is a distractor for others —
+    # see the replay figures in evals/RESULTS.md) or "off".
+    click_memory: ClickMemoryConfig | None = ClickMemoryConfig()
+    article_quality: Literal["full", "penalties", "off"] = "penalties"
     limits: Limits = Limits()
     seed_demo: bool = True
     refresh_seconds: float = 5.0
@@ -155,6 +164,7 @@ class KbService:
         self._last_refresh = 0.0
         self._last_hot = 0.0
         self._hot: dict[str, int] = {}
+        self._click_memory: ClickMemory | None = None
         self.last_error: str | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -164,6 +174,30 @@ class KbService:
             self._encoder = _LockedEncoder(build_encoder(EncoderConfig(backend=self.config.encoder,
                                                                        model=self.config.encoder_model)))
         return self._encoder
+
+    @property
+    def click_memory(self) -> ClickMemory | None:
+        """Query-similarity feedback memory (built on first use; caught up from the event store)."""
+        if self._click_memory is None and self.config.click_memory is not None:
+            self._click_memory = ClickMemory(self.encoder, self.config.click_memory)
+        return self._click_memory
+
+    def _sync_click_memory(self) -> None:
+        memory = self.click_memory
+        if memory is not None:
+            memory.sync(self.feedback.events, tenant=self.tenant)
+
+    def feedback_boosts(self, query: str, article_ids: Sequence[str], intent: str | None = None) -> dict[str, float]:
+        """Rerank boosts (log factors) from feedback for ``query``: article quality and/or click memory."""
+        parts: list[dict[str, float]] = []
+        mode = self.config.article_quality
+        if mode != "off":
+            quality = self.feedback.boosts(article_ids, intent)
+            parts.append(quality if mode == "full" else {a: b for a, b in quality.items() if b < 0})
+        memory = self.click_memory
+        if memory is not None and memory.size:
+            parts.append(memory.boosts(query, article_ids))
+        return combine(*parts)
 
     def _new_index(self) -> KbIndex:
         return KbIndex(self.encoder, self.analyzer, self.config.index)
@@ -281,6 +315,7 @@ class KbService:
         try:
             self.sync()
             self.feedback.advance()  # events that came in through /v1/events or other replicas
+            self._sync_click_memory()
             if now - self._last_hot > 60:
                 self._refresh_suggester(force_hot=True)
         except Exception as exc:  # noqa: BLE001 - keep serving what we have
@@ -424,7 +459,8 @@ class KbService:
     def search(self, req: SearchRequest) -> SearchResponse:
         self.maybe_refresh()
         index, articles = self.live
-        response = self.searcher.search(req, index, articles, self.feedback.boosts)
+        response = self.searcher.search(req, index, articles,
+                                        lambda ids, intent: self.feedback_boosts(req.query, ids, intent))
         self.feedback.record_query(self.analyzer.normalize(req.query))
         return response
 
@@ -433,7 +469,9 @@ class KbService:
         return self.suggester.suggest(text, channel, limit)
 
     def record_feedback(self, events: Sequence[FeedbackEvent]) -> int:
-        return self.feedback.record(events)
+        n = self.feedback.record(events)
+        self._sync_click_memory()
+        return n
 
 
 class IndexBuildFailed(RuntimeError):
