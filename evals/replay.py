@@ -68,7 +68,7 @@ class ReplayConfig(msgspec.Struct, frozen=True, kw_only=True):
     seed: int = 0
     customer: CustomerModel = CustomerModel()
     memory: ClickMemoryConfig = ClickMemoryConfig()
-    article_quality: str = "penalties"  # KbConfig.article_quality: full | penalties | off
+    article_quality: str = "off"  # KbConfig.article_quality: full | penalties | off (the served default)
     use_click_memory: bool = True
 
 
@@ -330,8 +330,8 @@ def add_replay_parser(subparsers) -> None:
     p.add_argument("--sessions", type=int, default=1000, help="simulated sessions per dataset (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--datasets-dir", help="folder holding the shared datasets (default: ../shared/datasets)")
-    p.add_argument("--article-quality", choices=["full", "penalties", "off"], default="penalties",
-                   help="per-article quality factor: full, penalties only (the served default), off")
+    p.add_argument("--article-quality", choices=["full", "penalties", "off"], default="off",
+                   help="per-article quality factor in the ranking: full, penalties only, off (the served default)")
     p.add_argument("--no-article-quality", action="store_true", help="ablation: same as --article-quality off")
     p.add_argument("--no-click-memory", action="store_true", help="ablation: no query-similarity click memory")
     p.set_defaults(func=cmd_eval_replay)

@@ -69,12 +69,14 @@ class KbConfig(msgspec.Struct, frozen=True, kw_only=True):
     ranking: RankingConfig = RankingConfig()
     quality: QualityConfig = QualityConfig()
     # How feedback reranks. ``click_memory``: similar past queries lend a new query their clicks and
-    # votes (None: off). ``article_quality``: the per-article factor from CTR and resolution votes —
-    # "full", "penalties" (only articles customers say do not help sink; the default, because a
-    # query-blind CTR pushes an FAQ down for its own questions when it is a distractor for others —
-    # see the replay figures in evals/RESULTS.md) or "off".
+    # votes (None: off). ``article_quality``: the per-article factor from CTR and resolution votes in
+    # the ranking — "full", "penalties" (only sinking) or "off". Off by default because it was
+    # measured to hurt: a query-blind factor pushes an FAQ down for its own questions when it is a
+    # distractor for others (replay on StackFAQ: memory alone cuts 1 − MRR@10 by 43%, memory +
+    # penalties by 14%, memory + full by 5%; evals/RESULTS.md). Quality is still computed for flags
+    # and the article-performance insights.
     click_memory: ClickMemoryConfig | None = ClickMemoryConfig()
-    article_quality: Literal["full", "penalties", "off"] = "penalties"
+    article_quality: Literal["full", "penalties", "off"] = "off"
     limits: Limits = Limits()
     seed_demo: bool = True
     refresh_seconds: float = 5.0
