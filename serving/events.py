@@ -90,6 +90,10 @@ def events_of(state: State) -> EventStore:
 
 def build_event_store(settings: Any) -> EventStore:
     url = getattr(settings, "events_url", None) or default_url(Path(getattr(settings, "home", ".lingxi")))
+    if getattr(settings, "redact_pii", False):
+        from lingxi.nlu.redact import redact
+
+        return EventStore(url, redact=redact).create_schema()
     return EventStore.open(url)
 
 

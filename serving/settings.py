@@ -74,7 +74,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     body_timeout_s: float = 15.0  # a request body must arrive within this (slow-drip clients are cut off)
     backend_timeout_s: float = 3.0  # connect/read timeout for Redis and PostgreSQL
     cors_origins: list[str] = msgspec.field(default_factory=list)  # widget origins, e.g. https://shop.example
-    redact_pii: bool = False  # mask phone numbers and e-mails in log lines (lingxi.nlu.redact)
+    redact_pii: bool = False  # mask phone numbers and e-mails in log lines and stored event text (lingxi.nlu.redact)
 
     @property
     def models_path(self) -> Path:

@@ -144,3 +144,20 @@ def test_reading_by_cursor_and_by_filters(store):
     assert store.count("t", types=["parse"]) == 1 and store.count("t", bot="shop") == 10
     store.set_cursor("consumer", 7)
     assert store.cursor("consumer") == 7 and store.cursor("never") == 0
+
+
+def test_redaction_masks_customer_text_but_never_ids(tmp_path):
+    from lingxi.nlu.redact import redact
+    from lingxi.training.events import EventStore, default_url
+
+    store = EventStore(default_url(tmp_path), redact=redact).create_schema()
+    report = store.ingest([
+        {"event_id": "e1", "type": "parse", "payload": {"text": "我的手机13812345678，邮箱 a.b@example.com", "decision": "answer"}},
+        {"event_id": "e2", "type": "vote", "payload": {"article_id": "kb-13812345678", "resolved": False,
+                                                        "query": "打13812345678没人接"}},
+    ], tenant="default")
+    assert report.accepted == 2
+    stored = {e.event_id: e for e in store.read(0)}
+    assert stored["e1"].payload.text == "我的手机[phone]，邮箱 [email]"
+    assert stored["e2"].payload.article_id == "kb-13812345678"  # ids are not customer text
+    assert stored["e2"].payload.query == "打[phone]没人接"

@@ -283,6 +283,7 @@ class _Rejected(Exception):
 
 
 _json = msgspec.json.Encoder()
+_FREE_TEXT_FIELDS = ("text", "query")  # what customers typed; everything else is ids, labels, numbers
 _payload_decoder = msgspec.json.Decoder(Payload)
 
 
@@ -404,8 +405,11 @@ class EventStore:
     """Append-only events with idempotent batch ingestion. Thread-safe (one connection per call)."""
 
     def __init__(self, url: str, engine: Engine | None = None, config: EventConfig | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, redact: Callable[[str], str] | None = None) -> None:
+        """``redact``: applied to every string in a payload before it is stored (e.g. phone numbers and
+        e-mails masked by :func:`lingxi.nlu.redact.redact` when ``Settings.redact_pii`` is on)."""
         self.url = url
+        self.redact = redact
         self.engine = engine or make_engine(url)
         # SQLite readers on their own engine: a read must not wait for (or deadlock with) the write lock
         sqlite_file = engine is None and url.startswith("sqlite") and ":memory:" not in url
@@ -523,11 +527,22 @@ class EventStore:
                 rows.append({"tenant": e.tenant, "event_id": e.event_id, "type": e.type, "ts": e.ts, "bot": e.bot,
                              "conversation_id": e.conversation_id, "visitor_id": e.visitor_id,
                              "channel": e.channel, "model_version": e.model_version,
-                             "payload": _json.encode(e.payload).decode(), "flags": ",".join(f),
+                             "payload": self._payload_json(e.payload), "flags": ",".join(f),
                              "received_at": now})
             if rows:
                 conn.execute(_insert_ignoring_duplicates(conn), rows)
         return out
+
+    def _payload_json(self, payload: Any) -> str:
+        """The payload as stored: free text (``text``, ``query``) redacted when a redactor is set; ids
+        and labels are never touched (an article id may well contain a digit run)."""
+        if self.redact is None:
+            return _json.encode(payload).decode()
+        data = msgspec.to_builtins(payload)
+        for field in _FREE_TEXT_FIELDS:
+            if isinstance(data.get(field), str):
+                data[field] = self.redact(data[field])
+        return _json.encode(data).decode()
 
     # ------------------------------------------------------------ reading
     def read(self, after: int = 0, limit: int = 1000, types: Collection[str] | None = None,
