@@ -176,7 +176,9 @@ class MisunderstoodQueue:
         self._normalize = normalizer or Normalizer()
 
     def create_schema(self) -> MisunderstoodQueue:
-        metadata.create_all(self.engine)
+        from lingxi.retrieval.store import create_tables  # replicas may start together on an empty database
+
+        create_tables(metadata, self.engine)
         return self
 
     # ------------------------------------------------------------ normalisation

@@ -72,7 +72,9 @@ class Registry:
         lingxi_home().mkdir(parents=True, exist_ok=True)
         self.client = mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         self.engine = sa.create_engine(log_url or default_log_url(), future=True)
-        _meta.create_all(self.engine)
+        from lingxi.retrieval.store import create_tables  # replicas may open the log together
+
+        create_tables(_meta, self.engine)
 
     # ------------------------------------------------------------------ registration
     def register(self, bundle: ModelBundle, run_id: str) -> str:
