@@ -14,20 +14,33 @@ from datetime import datetime
 from pathlib import Path
 
 import msgspec
-from litestar import Litestar, get, post
+from litestar import Litestar, Request, get, post
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 
 from lingxi.nlu.parse import ParseContext, ParseResult
+from lingxi.nlu.redact import install_log_redaction, scrub_secrets
 
+from . import metrics
 from .auth import KeyRing, require
 from .conversations import conversations_router, dialogue_lifespan
 from .errors import EXCEPTION_HANDLERS, ApiError
+from .events import events_lifespan, events_router, record_parse
+from .insights import insights_router
 from .kb import kb_lifespan, kb_router
-from .loading import LocalSource, ModelHolder, RegistrySource
+from .keys import KeyCache, KeyStore
+from .keys_api import keys_router
+from .limits import RateLimiter, body_deadline_middleware, cors_config, limits_lifespan
+from .loading import LocalSource, ModelHolder, RegistrySource, serving_encoder
+from .metrics import metrics_endpoint
+from .observability import RequestMetricsMiddleware, add_request_id_header
+from .openapi_errors import complete_openapi
+from .registry_api import registry_router
+from .server import request_threads
 from .settings import Settings
+from .web import web_router
 
 log = logging.getLogger("lingxi.serving")
 
@@ -95,23 +108,26 @@ def readyz(state: State) -> dict[str, object]:
     """Readiness: a model is loaded and warm."""
     holder = _holder(state)
     if holder.current is None:
-        raise ApiError(503, "not_ready", holder.last_error or "model is loading")
+        raise ApiError(503, "not_ready", scrub_secrets(holder.last_error or "") or "model is loading")
     cur = holder.current
     return {"status": "ready" if cur.source != "cache" else "degraded",
             "model": {"bot": cur.bundle.bot, "version": cur.bundle.version, "source": cur.source,
                       "registry_version": cur.registry_version},
-            "detail": holder.last_error}
+            "detail": scrub_secrets(holder.last_error or "") or None}
 
 
 @post("/v1/parse", sync_to_thread=True, guards=[require("read")], tags=["nlu"], status_code=200)
-def parse(data: ParseRequest, state: State) -> ParseResult:
+def parse(data: ParseRequest, state: State, request: Request) -> ParseResult:
     """Understand one customer message: intent with confidence, decision, clarification, rules, entities."""
     settings: Settings = state.settings
     ctx = _validate(data, settings)
     loaded = _holder(state).current
     if loaded is None:
         raise ApiError(503, "model_not_loaded", "no model is loaded yet; train one with `lingxi train`")
-    return loaded.pipeline.parse(data.text, ctx)
+    result = loaded.pipeline.parse(data.text, ctx)
+    metrics.observe_parse(result.decision)
+    record_parse(request, state, data.text, result, data.channel, data.conversation_id)
+    return result
 
 
 def _info(holder: ModelHolder) -> ModelInfo:
@@ -129,7 +145,7 @@ def model_info(state: State) -> ModelInfo:
     return _info(_holder(state))
 
 
-@get("/v1/models", sync_to_thread=True, guards=[require("read")], tags=["models"])
+@get("/v1/models", sync_to_thread=True, guards=[require("read", operator=True)], tags=["models"])
 def models_overview(state: State) -> dict[str, object]:
     """What is loaded, where it came from, and (registry mode) the registered versions and aliases."""
     holder = _holder(state)
@@ -137,18 +153,20 @@ def models_overview(state: State) -> dict[str, object]:
     loaded = None if cur is None else {
         "bot": cur.bundle.bot, "version": cur.bundle.version, "source": cur.source,
         "registry_version": cur.registry_version, "path": str(cur.path)}
-    out: dict[str, object] = {"loaded": loaded, "source": holder.source.describe(), "last_error": holder.last_error}
+    out: dict[str, object] = {"loaded": loaded, "source": holder.source.describe(),
+                              "last_error": scrub_secrets(holder.last_error or "") or None}
     registry = getattr(holder.source, "_registry", None)
     if registry is not None:
         try:
             out["registered_versions"] = registry.versions(holder.bot)
             out["promotion_log"] = [e.__dict__ for e in registry.history(holder.bot)]
         except Exception as exc:  # noqa: BLE001 - the registry may be down; report, don't fail
-            out["registry_error"] = str(exc)
+            out["registry_error"] = scrub_secrets(str(exc))
     return out
 
 
-@post("/v1/admin/reload", sync_to_thread=True, guards=[require("admin")], tags=["models"], status_code=200)
+@post("/v1/admin/reload", sync_to_thread=True, guards=[require("admin", operator=True)], tags=["models"],
+      status_code=200)
 def reload_model(state: State) -> ModelInfo:
     """Load the newest trained bundle; the current one keeps serving if that fails."""
     holder = _holder(state)
@@ -177,6 +195,17 @@ def _model_source(settings: Settings):
     return LocalSource(settings.models_path, settings.bot)
 
 
+def encoder_wrapper(settings: Settings):
+    """Micro-batching and the embedding cache around every encoder the holder builds."""
+
+    def wrap(encoder):
+        return serving_encoder(encoder, batch_max=settings.encode_batch_max,
+                               batch_wait_ms=settings.encode_batch_wait_ms, cache_size=settings.embedding_cache_size,
+                               on_batch=metrics.observe_batch, on_lookup=metrics.observe_cache)
+
+    return wrap
+
+
 def create_app(settings: Settings, holder: ModelHolder | None = None) -> Litestar:
     """Build the app. ``holder`` may be injected (tests share one loaded model across apps)."""
 
@@ -184,7 +213,13 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> Litesta
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         import anyio
 
+        complete_openapi(app)  # every router is registered by now: document errors for all of them
+        request_threads(settings.request_threads)
         holder: ModelHolder = app.state.models
+        if holder.on_swap is None:  # an injected holder: still report what it serves
+            holder.on_swap = metrics.observe_loaded
+            if holder.current is not None:
+                metrics.observe_loaded(holder.current)
         if holder.current is None:
             await anyio.to_thread.run_sync(holder.load_latest)
         if holder.current is None:
@@ -197,6 +232,7 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> Litesta
                 tg.start_soon(_follow_alias, holder, settings.registry_poll_seconds)
             yield
             tg.cancel_scope.cancel()
+        metrics.worker_exiting()
 
     import swagger_ui_bundle
 
@@ -216,15 +252,25 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> Litesta
     state = State({
         "settings": settings,
         "models": holder or ModelHolder(settings.models_path, settings.bot, settings.ranking_size,
-                                        _model_source(settings)),
-        "keyring": KeyRing(settings.api_keys),
+                                        _model_source(settings), wrap_encoder=encoder_wrapper(settings),
+                                        on_swap=metrics.observe_loaded),
+        "keyring": KeyRing(settings.api_keys,
+                           KeyCache(KeyStore.from_settings(settings), settings.key_outage_grace_s)),
+        "rate_limiter": RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst,
+                                    settings.rate_limit_url, settings.backend_timeout_s / 4),
     })
+    install_log_redaction(settings.redact_pii)
     return Litestar(
         route_handlers=[healthz, readyz, parse, model_info, models_overview, reload_model, kb_router,
-                        conversations_router, assets],
+                        conversations_router, events_router, metrics_endpoint, assets, registry_router,
+                        web_router, keys_router, insights_router],
         state=state,
-        lifespan=[lifespan, kb_lifespan, dialogue_lifespan],
+        lifespan=[lifespan, events_lifespan, kb_lifespan, dialogue_lifespan, limits_lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[RequestMetricsMiddleware(), body_deadline_middleware(settings.body_timeout_s)],
+        cors_config=cors_config(settings.cors_origins),
+        before_send=[add_request_id_header],
+        logging_config=None,  # logging is configured by the server (serving/observability.py), not per app
         openapi_config=openapi,
         request_max_body_size=settings.max_body_bytes,
         debug=False,

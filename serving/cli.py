@@ -18,7 +18,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import logging  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -166,17 +165,92 @@ def cmd_registry(args) -> int:
     return 0
 
 
-def cmd_serve(args) -> int:
-    import uvicorn
+def _retrain_baseline(settings, bot: str):
+    """The model to beat: the registry's champion when there is one, else the newest local bundle."""
+    from lingxi.training.bundle import latest_bundle_path, load_bundle
 
-    from lingxi.serving.app import create_app
+    try:
+        from lingxi.training.registry import CHAMPION, Registry
+
+        registry = Registry(settings.tracking_uri)
+        version = registry.alias_version(bot, CHAMPION)
+        if version is not None:
+            return registry.load(bot, version)
+    except Exception as exc:  # noqa: BLE001 - no registry: compare with the local model instead
+        print(f"registry unavailable ({exc}); comparing with the newest local model", file=sys.stderr)
+    path = latest_bundle_path(settings.models_path, bot)
+    return load_bundle(path) if path else None
+
+
+def cmd_retrain(args) -> int:
+    from lingxi.datasets.domain import DomainError, demo_domain_path, load_domain
+    from lingxi.serving.settings import load_settings
+    from lingxi.training.events import EventStore, default_url
+    from lingxi.training.misunderstood import MisunderstoodQueue, QueueConfig
+    from lingxi.training.retrain import RetrainConfig, retrain
+
+    settings = load_settings(args.config)
+    domain_path = Path(args.domain) if args.domain else demo_domain_path()
+    try:
+        domain = load_domain(domain_path)
+    except DomainError as exc:
+        for problem in exc.problems:
+            print(f"{domain_path / problem.file if problem.line else problem.file}:{problem.line}: {problem.message}",
+                  file=sys.stderr)
+        return 2
+    if domain.name != args.bot:
+        return _fail(f"{domain_path}: this domain is bot {domain.name!r}, not {args.bot!r} (give --domain)")
+    if args.min_examples < 1 or not 0 <= args.weak_weight <= 1:
+        return _fail("--min-examples must be >= 1 and --weak-weight between 0 and 1")
+    store = EventStore.open(settings.events_url or default_url(settings.home))
+    try:
+        queue = MisunderstoodQueue(store, QueueConfig(weak_weight=args.weak_weight)).create_schema()
+        queue.sync()
+        labels = queue.labels(args.tenant, args.bot, known_intents=domain.intent_names)
+    finally:
+        store.dispose()
+    if not labels:
+        print(f"no accepted labels for {args.bot!r} (tenant {args.tenant!r}) in the misunderstood queue: "
+              "resolve entries first (POST /v1/misunderstood/{id}/resolve); nothing trained", file=sys.stderr)
+        return 1
+    baseline = _retrain_baseline(settings, args.bot)
+    out = Path(args.out) if args.out else Path(settings.home) / "challengers"
+    result = retrain(domain_path, labels, out, baseline=baseline, tracking_uri=settings.tracking_uri,
+                     register=not args.no_register, config=RetrainConfig(min_examples_new_intent=args.min_examples))
+    print(result.training.describe())
+    for why in result.training.skipped:
+        print(f"  skipped: {why}")
+    print(f"challenger {result.bundle.version} -> {result.path}")
+    print(result.gate.summary())
+    if not result.gate.passed:
+        print(f"not registered: the challenger did not pass the gate against {result.baseline or '(no baseline)'}",
+              file=sys.stderr)
+        return 1
+    if result.registered_version:
+        print(f"registered {args.bot} version {result.registered_version} as `challenger` (not promoted; "
+              f"promote with: lingxi promote {args.bot} --version {result.registered_version})")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import logging.config
+
+    import msgspec
+
+    from lingxi.serving.keys_cli import keys_exist
+    from lingxi.serving.observability import log_config
+    from lingxi.serving.server import run_server
     from lingxi.serving.settings import load_settings
     from lingxi.training.bundle import latest_bundle_path
 
-    settings = load_settings(args.config, host=args.host, port=args.port)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings(args.config, host=args.host, port=args.port, workers=args.workers)
+    logging.config.dictConfig(log_config(settings.log_level, settings.log_format))
+    # MLflow's HTTP client waits 120 s and retries 7 times by default: a registry that is down would
+    # hold a request (or the alias poll) for minutes; the server's own defaults are short
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(5, round(settings.backend_timeout_s * 3))))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     host = settings.host
-    if not settings.api_keys and host not in LOOPBACK:
+    if host not in LOOPBACK and not keys_exist(settings):
         logging.getLogger("lingxi.serving").warning(
             "no API keys configured: binding to 127.0.0.1 instead of %s (configure keys to listen publicly)", host)
         host = "127.0.0.1"
@@ -186,8 +260,12 @@ def cmd_serve(args) -> int:
                                             encoders=None, head=None, no_ngrams=False))
         if code:
             return code
-    uvicorn.run(create_app(settings), host=host, port=settings.port, log_level=settings.log_level.lower(),
-                access_log=False)
+    overrides = {"host": host, "port": settings.port, "workers": settings.workers}
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{settings.port}"
+    print(f"Lingxi: API docs {base}/schema · demo shop with the chat widget {base}/demo · "
+          f"operator console {base}/console", file=sys.stderr)
+    run_server(msgspec.structs.replace(settings, host=host), args.config, overrides, settings.workers)
     return 0
 
 
@@ -209,22 +287,35 @@ def cmd_parse(args) -> int:
 
 
 def cmd_eval_intent(args) -> int:
+    from lingxi.datasets.domain import DomainError
     from lingxi.datasets.public import DatasetError
     from lingxi.evals.intent import run_intent_eval
+    from lingxi.evals.tracking import tracking_uri_from
 
+    if args.folds is not None and args.folds < 2:
+        return _fail("--folds must be at least 2")
     try:
         results = run_intent_eval(args.dataset, args.out, _train_config(args), datasets_dir=args.datasets_dir,
                                   seed=args.seed, folds=args.folds, train_oos=args.train_oos,
-                                  skip_bad_lines=args.skip_bad_lines, shots=args.shots)
+                                  skip_bad_lines=args.skip_bad_lines, shots=args.shots,
+                                  percentages=args.percentages, report=not args.no_report,
+                                  tracking_uri=tracking_uri_from(args))
     except DatasetError as exc:
         return _fail(str(exc))
+    except DomainError as exc:
+        for problem in exc.problems:
+            print(str(problem), file=sys.stderr)
+        return 2
     keys = ["accuracy", "macro_f1", "in_scope_accuracy", "oos_precision", "oos_recall", "oos_f1", "clarify_rate"]
     print(json.dumps({"dataset": results["dataset"], "split": results["split"],
                       **{k: results.get(k) for k in keys}}, indent=2))
     if results.get("skipped_lines"):
         print(f"skipped {len(results['skipped_lines'])} bad line(s), e.g. {results['skipped_lines'][0]}",
               file=sys.stderr)
-    print(f"wrote {Path(args.out) / 'results.json'}")
+    if results.get("unknown_test_labels"):
+        print(f"{len(results['unknown_test_labels'])} test label(s) unknown to the model, counted as errors: "
+              f"{', '.join(results['unknown_test_labels'])}", file=sys.stderr)
+    print(f"wrote {Path(args.out) / 'results.json'}" + ("" if args.no_report else f" and {Path(args.out) / 'report.html'}"))
     return 0
 
 
@@ -276,10 +367,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bot")
     p.set_defaults(func=cmd_registry)
 
+    p = sub.add_parser("retrain", help="train a challenger from the domain plus the misunderstood queue's labels; "
+                       "gate it and register it (never promotes)")
+    p.add_argument("bot")
+    p.add_argument("--domain", help="the bot's domain folder (default: the built-in demo shop)")
+    p.add_argument("--tenant", default="default", help="whose labels (default: default)")
+    p.add_argument("--out", help="where challenger bundles go (default: $LINGXI_HOME/challengers)")
+    p.add_argument("--min-examples", type=int, default=2, help="labels a new intent needs to become a class")
+    p.add_argument("--weak-weight", type=float, default=0.3, help="weight of a weak label (clarification pick)")
+    p.add_argument("--no-register", action="store_true", help="train and gate only")
+    p.set_defaults(func=cmd_retrain)
+
     p = sub.add_parser("serve", help="serve the newest trained model over HTTP")
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--train-if-missing", action="store_true", help="train the demo domain first if no model exists")
+    p.add_argument("--workers", type=int, help="worker processes, each with its own copy of the models (default 1)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("parse", help="parse one message with the newest model (no server)")
@@ -289,24 +392,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluation suites")
     esub = p.add_subparsers(dest="suite", required=True)
-    e = esub.add_parser("intent", help="intent accuracy / OOS on a public set or a JSONL file")
-    e.add_argument("--dataset", required=True, help="clinc150 | banking77 | banking77-oos | smp2017 | xsid-zh | PATH")
-    e.add_argument("--out", required=True, help="output folder for results.json and errors.jsonl")
+    e = esub.add_parser("intent", help="intent accuracy / OOS on a public set, a JSONL file or a domain")
+    e.add_argument("--dataset", required=True, help="clinc150 | banking77 | banking77-oos | smp2017 | xsid-zh | "
+                   "PATH.jsonl | DOMAIN_DIR | demo (a domain trains on its files, reports on its eval/)")
+    e.add_argument("--out", required=True, help="output folder: results.json, errors.jsonl, predictions.jsonl, "
+                   "report.html")
     e.add_argument("--datasets-dir", help="folder holding the shared datasets (default: ../shared/datasets)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--folds", type=int, help="stratified k-fold over all rows instead of the test split")
     e.add_argument("--train-oos", action="store_true", help="also train on OOS rows of train (as class `oos`)")
-    e.add_argument("--shots", type=int, help="few-shot: train on this many seeded examples per intent")
+    e.add_argument("--shots", type=int, nargs="+", metavar="N",
+                   help="few-shot: train on N seeded examples per intent (several N: a few-shot curve; the "
+                   "largest N is the headline)")
+    e.add_argument("--percentages", type=float, nargs="+", metavar="P",
+                   help="learning curve: also train on P%% of the training rows (stratified, seeded), e.g. 10 25 50 100")
+    e.add_argument("--no-report", action="store_true", help="skip report.html and the figures")
     e.add_argument("--skip-bad-lines", action="store_true",
                    help="skip malformed lines of a JSONL file (counted in results.json) instead of stopping")
     model_options(e)
+    from lingxi.evals.tracking import add_tracking_options
+
+    add_tracking_options(e)
     e.set_defaults(func=cmd_eval_intent)
     from lingxi.evals.retrieval import add_retrieval_parser
 
     add_retrieval_parser(esub)
+    from lingxi.evals.replay import add_replay_parser
+
+    add_replay_parser(esub)
+    from lingxi.evals.compare import add_compare_parser
+    from lingxi.evals.conversations import add_conversations_parser
+    from lingxi.evals.latency import add_latency_parser
+
+    add_conversations_parser(esub)
+    add_latency_parser(esub)
+    add_compare_parser(esub)
+    from lingxi.datasets.validate import add_validate_parser
+
+    add_validate_parser(sub)
     from lingxi.serving.dialogue_cli import add_dialogue_parser
 
     add_dialogue_parser(sub)
+    from lingxi.serving.keys_cli import add_keys_parser
+
+    add_keys_parser(sub)
     return parser
 
 

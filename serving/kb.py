@@ -84,6 +84,9 @@ class ArticleCreate(ArticleContent, kw_only=True):
     id: str | None = None
 
 
+_MAX_INT = 2**63 - 1  # versions and offsets go to SQL as 64-bit integers; larger ones are refused (400)
+
+
 class ArticleUpdate(ArticleContent, kw_only=True):
     """The full new content plus the ``version`` it was edited from."""
 
@@ -190,7 +193,8 @@ _ARTICLE_BODY_LIMIT = 512 * 1024  # 30 000 Chinese characters are ~90 KB; the fi
 @get("/kb/articles", guards=_READ, sync_to_thread=True, tags=["kb"])
 def list_articles(request: Request, status: Status | None = None, category: str | None = None,
                   tag: str | None = None, q: str | None = None, flagged: bool = False,
-                  limit: int = Parameter(default=50, ge=1, le=500), offset: int = Parameter(default=0, ge=0)
+                  limit: int = Parameter(default=50, ge=1, le=500),
+                  offset: int = Parameter(default=0, ge=0, le=_MAX_INT)
                   ) -> ArticleList:
     """Articles (head versions), newest change first. ``flagged=true``: poor resolution rates, to edit.
 
@@ -237,7 +241,8 @@ def update_article(request: Request, article_id: str, data: ArticleUpdate) -> Ar
 
 @delete("/kb/articles/{article_id:str}", guards=[require("admin")], sync_to_thread=True, tags=["kb"],
         status_code=204)
-def delete_article(request: Request, article_id: str, version: int | None = None) -> None:
+def delete_article(request: Request, article_id: str,
+                   version: int | None = Parameter(default=None, ge=1, le=_MAX_INT)) -> None:
     """Delete an article and its history for good (archive it instead to keep the history)."""
     kb_for(request).delete(article_id, version)
 
@@ -260,13 +265,13 @@ def list_versions(request: Request, article_id: str) -> list[VersionSummary]:
 
 
 @get("/kb/articles/{article_id:str}/versions/{version:int}", guards=_EDIT, sync_to_thread=True, tags=["kb"])
-def get_version(request: Request, article_id: str, version: int) -> ArticleVersion:
+def get_version(request: Request, article_id: str, version: int = Parameter(ge=1, le=_MAX_INT)) -> ArticleVersion:
     return kb_for(request).version(article_id, version)
 
 
 @get("/kb/articles/{article_id:str}/diff", guards=_EDIT, sync_to_thread=True, tags=["kb"])
-def diff_versions(request: Request, article_id: str, from_version: int = Parameter(query="from"),
-                  to_version: int = Parameter(query="to")) -> DiffResponse:
+def diff_versions(request: Request, article_id: str, from_version: int = Parameter(query="from", ge=1, le=_MAX_INT),
+                  to_version: int = Parameter(query="to", ge=1, le=_MAX_INT)) -> DiffResponse:
     return DiffResponse(article_id=article_id, from_version=from_version, to_version=to_version,
                         changes=kb_for(request).diff(article_id, from_version, to_version))
 

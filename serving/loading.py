@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lingxi.nlu.batching import BatchingEncoder, BatchObserver
+from lingxi.nlu.embedding_cache import CachingEncoder, LookupObserver
 from lingxi.nlu.encoders import Encoder, build_encoders
 from lingxi.nlu.entities import EntityExtractor
 from lingxi.nlu.normalize import Normalizer
@@ -35,6 +38,14 @@ def pipeline_from_bundle(bundle: ModelBundle, encoder: Encoder | None = None, ra
         clarify_menus={c.name: list(c.clarify) for c in bundle.categories if c.clarify},
         ranking_size=ranking_size,
     )
+
+
+def serving_encoder(encoder: Encoder, *, batch_max: int = 32, batch_wait_ms: float = 2.0, cache_size: int = 0,
+                    on_batch: BatchObserver | None = None, on_lookup: LookupObserver | None = None) -> Encoder:
+    """The encoder as the server uses it: the embedding cache in front of the micro-batcher, so a
+    repeated message never queues and the misses of concurrent requests share one encoder call."""
+    batched = BatchingEncoder(encoder, batch_max, batch_wait_ms, on_batch)
+    return CachingEncoder(batched, cache_size, on_lookup) if cache_size else batched
 
 
 @dataclass
@@ -110,21 +121,30 @@ class RegistrySource:
 
 
 class ModelHolder:
-    def __init__(self, models_dir: Path, bot: str, ranking_size: int = 5, source=None) -> None:
+    """The model being served. ``wrap_encoder`` decorates freshly built encoders (serving adds the
+    micro-batcher and the embedding cache); ``on_swap`` is told about every model swapped in."""
+
+    def __init__(self, models_dir: Path, bot: str, ranking_size: int = 5, source=None,
+                 wrap_encoder: Callable[[Encoder], Encoder] | None = None,
+                 on_swap: Callable[[LoadedModel], None] | None = None) -> None:
         self.models_dir = models_dir
         self.bot = bot
         self.ranking_size = ranking_size
         self.source = source or LocalSource(models_dir, bot)
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
+        self.wrap_encoder = wrap_encoder
+        self.on_swap = on_swap
         self._lock = threading.Lock()
         self._encoders: dict[str, Encoder] = {}
 
     def _encoder_for(self, bundle: ModelBundle) -> Encoder:
-        """Reuse an already-built encoder when a new bundle uses the same ones (cheap reloads)."""
+        """Reuse an already-built encoder when a new bundle uses the same ones (cheap reloads; the
+        batcher's thread and the embedding cache carry over, which is right: same weights, same rows)."""
         key = repr(bundle.encoders)
         if key not in self._encoders:
-            self._encoders[key] = build_encoders(bundle.encoders)
+            encoder = build_encoders(bundle.encoders)
+            self._encoders[key] = self.wrap_encoder(encoder) if self.wrap_encoder else encoder
         return self._encoders[key]
 
     def load_latest(self) -> LoadedModel | None:
@@ -157,4 +177,6 @@ class ModelHolder:
             self.current = LoadedModel(pipeline, bundle, path, located.source, located.registry_version)
             self.last_error = getattr(self.source, "last_error", None) if located.source == "cache" else None
             log.info("serving model %s version %s", bundle.bot, bundle.version)
+            if self.on_swap is not None:
+                self.on_swap(self.current)
             return self.current

@@ -64,6 +64,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     embedding_cache_size: int = 4096  # LRU of normalised texts' embeddings; 0 turns it off
     log_format: Literal["json", "text"] = "json"
     graceful_timeout_s: float = 30.0  # on SIGTERM, requests in flight get this long to finish
+    request_threads: int = 64  # threads for sync handlers (most wait on the encoder batcher)
     # tenants, keys and limits (serving/README.md)
     keys_url: str | None = None  # API key store; default SQLite at <home>/keys.db
     key_outage_grace_s: float = 300.0  # key DB down: keys checked this recently keep working (0: fail closed)
@@ -157,9 +158,10 @@ def load_settings(path: str | Path | None = None, **overrides) -> Settings:
     for tenant in [*(k.tenant for k in settings.api_keys), settings.operator_tenant]:
         if not re.match(TENANT_PATTERN, tenant):
             raise SettingsError(f"tenant {tenant!r}: 1..32 lowercase letters, digits, _ or -")
-    if settings.workers < 1 or settings.encode_batch_max < 1 or settings.encode_batch_wait_ms < 0 \
+    if settings.workers < 1 or settings.encode_batch_max < 1 or settings.request_threads < 1 \
+            or settings.encode_batch_wait_ms < 0 \
             or settings.embedding_cache_size < 0 or settings.graceful_timeout_s < 0:
-        raise SettingsError("workers and encode_batch_max must be >= 1; encode_batch_wait_ms, "
+        raise SettingsError("workers, encode_batch_max and request_threads must be >= 1; encode_batch_wait_ms, "
                             "embedding_cache_size and graceful_timeout_s must be >= 0")
     if settings.rate_limit_per_s < 0 or settings.rate_limit_burst < 1:
         raise SettingsError("rate_limit_per_s must be >= 0 and rate_limit_burst >= 1")

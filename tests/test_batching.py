@@ -1,0 +1,211 @@
+"""Micro-batching and the embedding cache, with the real demo encoders (e5 ⊕ USE)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from lingxi.nlu.batching import BatchingEncoder
+from lingxi.nlu.embedding_cache import CachingEncoder
+from lingxi.nlu.parse import ParseContext
+
+TEXTS = ["我的订单什么时候发货", "怎么申请退款", "app登录不了", "密码忘了怎么办", "where is my parcel",
+         "可以开发票吗", "优惠券怎么用", "账号被冻结了", "转人工", "快递到哪了", "退货地址是哪里", "我要投诉",
+         "能便宜点吗", "发错货了", "修改收货地址", "会员有什么权益"]
+
+
+def _concurrently(fn, args: list) -> list:
+    """Call ``fn`` on every arg from its own thread, all released at the same moment."""
+    barrier = threading.Barrier(len(args))
+    out: list = [None] * len(args)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        out[i] = fn(args[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(args))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return out
+
+
+def test_concurrent_calls_share_batches_and_get_their_own_rows(demo_encoder):
+    batches: list[int] = []
+    enc = BatchingEncoder(demo_encoder, max_batch=8, max_wait_ms=2.0, on_batch=lambda n, s: batches.append(n))
+    try:
+        got = _concurrently(lambda t: enc.encode([t], "query"), TEXTS)
+    finally:
+        enc.close()
+    expected = demo_encoder.encode(TEXTS, "query")
+    for i, row in enumerate(got):
+        assert row.shape == (1, demo_encoder.dim)
+        np.testing.assert_allclose(row[0], expected[i], atol=1e-4)  # each caller got its own text's row
+    assert sum(batches) == len(TEXTS)
+    assert max(batches) <= 8
+    assert len(batches) < len(TEXTS), f"no coalescing happened: {batches}"
+
+
+def test_an_idle_batcher_adds_no_wait(demo_encoder):
+    enc = BatchingEncoder(demo_encoder, max_batch=32, max_wait_ms=400.0)
+    try:
+        enc.encode(["热身"], "query")
+        t0 = time.perf_counter()
+        enc.encode(["我的订单什么时候发货"], "query")
+        elapsed = time.perf_counter() - t0
+    finally:
+        enc.close()
+    assert elapsed < 0.2, f"a lone request waited {elapsed * 1000:.0f} ms (max_wait is 400 ms)"
+
+
+def test_queries_and_passages_in_one_batch_are_encoded_by_kind(demo_encoder):
+    enc = BatchingEncoder(demo_encoder, max_batch=16)
+    jobs = [(t, "query" if i % 2 else "passage") for i, t in enumerate(TEXTS[:8])]
+    try:
+        got = _concurrently(lambda job: enc.encode([job[0]], job[1]), jobs)
+    finally:
+        enc.close()
+    for (text, kind), row in zip(jobs, got, strict=True):
+        np.testing.assert_allclose(row[0], demo_encoder.encode([text], kind)[0], atol=1e-4)
+
+
+class _Failing:
+    """An encoder that breaks on one text, to check that errors reach exactly the callers concerned."""
+
+    name, dim = "failing", 4
+
+    def encode(self, texts, kind="query"):
+        if "boom" in texts:
+            raise RuntimeError("engine failure")
+        return np.ones((len(texts), 4), dtype=np.float32)
+
+
+def test_an_encoder_error_reaches_every_caller_of_its_batch_and_the_batcher_survives():
+    enc = BatchingEncoder(_Failing(), max_batch=4)
+
+    def call(text):
+        try:
+            return enc.encode([text])
+        except RuntimeError as exc:
+            return exc
+
+    try:
+        results = _concurrently(call, ["a", "boom", "b", "c"])
+        assert any(isinstance(r, RuntimeError) for r in results)
+        assert enc.encode(["after"]).shape == (1, 4)  # the worker thread is still alive
+    finally:
+        enc.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        enc.encode(["x"])
+
+
+def test_bad_arguments_are_refused(demo_encoder):
+    with pytest.raises(ValueError):
+        BatchingEncoder(demo_encoder, max_batch=0)
+    with pytest.raises(ValueError):
+        BatchingEncoder(demo_encoder, max_wait_ms=-1)
+    enc = BatchingEncoder(demo_encoder)
+    with pytest.raises(ValueError):
+        enc.encode(["x"], "document")  # type: ignore[arg-type]
+    assert enc.encode([], "query").shape == (0, demo_encoder.dim)
+
+
+def test_cache_answers_repeats_from_memory_and_evicts_the_least_recent(demo_encoder):
+    lookups: list[tuple[int, int]] = []
+    cache = CachingEncoder(demo_encoder, size=2, on_lookup=lambda h, m: lookups.append((h, m)))
+    first = cache.encode(["退款", "发货"], "query")
+    np.testing.assert_allclose(first, demo_encoder.encode(["退款", "发货"], "query"), atol=1e-5)
+    again = cache.encode(["发货", "退款"], "query")  # both hits, order follows the call
+    np.testing.assert_array_equal(again, first[::-1])
+    assert (cache.hits, cache.misses) == (2, 2)
+    cache.encode(["退款"], "passage")  # another kind is another entry: evicts 发货 (least recent)
+    cache.encode(["发货"], "query")
+    assert lookups == [(0, 2), (2, 0), (0, 1), (0, 1)]
+    assert cache.entries == 2
+    assert cache.hit_rate == pytest.approx(2 / 6)
+    out = cache.encode(["发货"], "query")
+    out[0, 0] += 1.0  # a caller changing its copy...
+    assert cache.encode(["发货"], "query")[0, 0] == pytest.approx(out[0, 0] - 1.0)  # ...leaves the cache intact
+
+
+def test_cache_of_size_zero_is_a_pass_through(demo_encoder):
+    cache = CachingEncoder(demo_encoder, size=0)
+    cache.encode(["退款"]), cache.encode(["退款"])
+    assert (cache.hits, cache.entries) == (0, 0)
+    assert CachingEncoder(BatchingEncoder(demo_encoder), 8).thread_safe
+    assert not CachingEncoder(demo_encoder, 8).thread_safe
+
+
+def test_pipeline_with_the_serving_encoder_parses_like_the_plain_one(trained_demo, demo_encoder, demo_pipeline):
+    from lingxi.serving.loading import pipeline_from_bundle, serving_encoder
+
+    batches: list[int] = []
+    enc = serving_encoder(demo_encoder, batch_max=8, batch_wait_ms=2.0, cache_size=64,
+                          on_batch=lambda n, s: batches.append(n))
+    pipeline = pipeline_from_bundle(trained_demo.bundle, enc)
+    texts = TEXTS + TEXTS[:4]  # four repeats: served from the cache
+    got = _concurrently(lambda t: pipeline.parse(t, ParseContext()), texts)
+    for text, result in zip(texts, got, strict=True):
+        plain = demo_pipeline.parse(text, ParseContext())
+        assert (result.decision, result.intent.name) == (plain.decision, plain.intent.name), text
+        assert result.intent.confidence == pytest.approx(plain.intent.confidence, abs=2e-3)
+    hits_before = enc.hits
+    for text in TEXTS[:4]:
+        pipeline.parse(text, ParseContext())
+    assert enc.hits == hits_before + 4  # seen before: answered from the cache, no batch
+    assert sum(batches) == enc.misses
+    enc.inner.close()
+
+
+def test_hot_reload_keeps_working_with_the_batching_encoder(trained_demo, demo_encoder, tmp_path):
+    """A reload swaps the pipeline while requests are in flight; the wrapped encoder is reused."""
+    from lingxi.serving.loading import ModelHolder, serving_encoder
+
+    models = tmp_path / "models"
+    src = trained_demo.path
+    shutil.copytree(src, models / "demo-shop" / src.name)
+    wrapped: list = []
+
+    def wrap(encoder):
+        wrapped.append(serving_encoder(encoder, batch_max=8, cache_size=32))
+        return wrapped[-1]
+
+    swaps: list = []
+    holder = ModelHolder(models, "demo-shop", wrap_encoder=wrap, on_swap=swaps.append)
+    holder._encoders[repr(trained_demo.bundle.encoders)] = wrap(demo_encoder)  # the session's weights
+    first = holder.load_latest()
+    assert first is not None and swaps == [first]
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    served: list[str] = []
+
+    def traffic() -> None:
+        while not stop.is_set():
+            try:
+                served.append(holder.current.pipeline.parse("怎么申请退款", ParseContext()).decision)
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=traffic) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    newer = models / "demo-shop" / (src.name + "-z")  # sorts after the first: the newest bundle
+    shutil.copytree(src, newer)
+    second = holder.load_latest()
+    time.sleep(0.2)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors, errors[:3]
+    assert second is not None and second.path == newer and swaps == [first, second]
+    assert second.pipeline is not first.pipeline
+    assert second.pipeline.encoder is first.pipeline.encoder is wrapped[0]  # same batcher and cache
+    assert len(wrapped) == 1 and served and set(served) == {served[0]}
+    wrapped[0].inner.close()
