@@ -157,8 +157,14 @@ class LogRegKnnHead(ClassifierMixin, BaseEstimator):
         return self._best_per_class(X).max(axis=1).astype(np.float64)
 
     def logits(self, X) -> np.ndarray:
-        mixed = self.alpha * softmax(self.logreg_.logits(X), axis=1) + (1 - self.alpha) * self.knn_proba(X)
-        return np.log(np.clip(mixed, 1e-12, 1.0))
+        return self.logits_and_similarity(X)[0]
+
+    def logits_and_similarity(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Both from one pass over the examples (the cosine matrix is the expensive part)."""
+        best = self._best_per_class(X)
+        knn = softmax(self.scale * best.astype(np.float64), axis=1)
+        mixed = self.alpha * softmax(self.logreg_.logits(X), axis=1) + (1 - self.alpha) * knn
+        return np.log(np.clip(mixed, 1e-12, 1.0)), best.max(axis=1).astype(np.float64)
 
     def predict_proba(self, X) -> np.ndarray:
         return softmax(self.logits(X) / self.temperature, axis=1)

@@ -92,9 +92,11 @@ class IntentModel:
     def predict_scores(self, texts: Sequence[str], embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Calibrated probabilities and, when the head knows it, each text's best training-example cosine."""
         X = self.featurizer_.transform(texts, embeddings)
-        probs = self._softmax(self.head_.logits(X))
+        if hasattr(self.head_, "logits_and_similarity"):
+            logits, similarity = self.head_.logits_and_similarity(X)
+            return self._softmax(logits), similarity
         similarity = self.head_.similarity(X) if hasattr(self.head_, "similarity") else None
-        return probs, similarity
+        return self._softmax(self.head_.logits(X)), similarity
 
     def decide(self, probs_row: np.ndarray, similarity: float | None = None) -> Decision:
         return decide(probs_row, self.classes_, self.thresholds_, similarity)
