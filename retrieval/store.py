@@ -131,12 +131,17 @@ def _article(row, content: ArticleContent | None = None) -> Article:
     )
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, synchronous: str = "NORMAL", immediate: bool = True) -> Engine:
     """An engine with the settings each backend needs for concurrent writers.
 
     SQLite: WAL, a busy timeout and ``BEGIN IMMEDIATE`` so a read-then-write transaction takes the
-    write lock up front (a deferred one can fail its lock upgrade instead of waiting).
+    write lock up front (a deferred one can fail its lock upgrade instead of waiting); a read-only
+    engine passes ``immediate=False`` so its reads never queue behind a write. ``synchronous``:
+    ``FULL`` where an acknowledged write must survive a power cut (the event store).
+    PostgreSQL: connect and statement timeouts (:func:`pg_connect_args`).
     """
+    if synchronous not in ("NORMAL", "FULL"):
+        raise ValueError("synchronous must be NORMAL or FULL")
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -145,12 +150,12 @@ def make_engine(url: str) -> Engine:
             dbapi_connection.isolation_level = None
             cur = dbapi_connection.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _begin(conn) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True, connect_args=pg_connect_args(url))

@@ -73,8 +73,6 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    create_engine,
-    event,
     func,
     insert,
     select,
@@ -365,24 +363,11 @@ _PG_WRITE_LOCK = 7_147_001  # pg_advisory_xact_lock key: writers commit in seq o
 
 def make_engine(url: str, writer: bool = True) -> Engine:
     """SQLite: WAL, ``synchronous=FULL`` (acknowledged = on disk) and, for the writer, ``BEGIN IMMEDIATE``
-    (readers keep SQLite's deferred transactions, so they never queue behind a write); PostgreSQL as is."""
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    (readers keep SQLite's deferred transactions, so they never queue behind a write); PostgreSQL with
+    the project's connect and statement timeouts."""
+    from lingxi.retrieval.store import make_engine as store_engine
 
-        @event.listens_for(engine, "connect")
-        def _connect(dbapi_connection, _record) -> None:
-            dbapi_connection.isolation_level = None
-            cur = dbapi_connection.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin(conn) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    return store_engine(url, synchronous="FULL", immediate=writer)
 
 
 def default_url(home: str | Path) -> str:
