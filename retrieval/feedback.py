@@ -65,7 +65,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from lingxi.training.events import (
     FEEDBACK_TYPES,
@@ -80,7 +79,7 @@ from lingxi.training.events import (
 )
 
 from .articles import KbError
-from .store import create_tables
+from .store import create_tables, insert_if_missing
 
 EventType = Literal["impression", "click", "dwell", "vote"]
 ALL_INTENTS = ""  # the intent key of per-article counters
@@ -390,12 +389,7 @@ class FeedbackStore:
         create_tables(fb_metadata, self.engine)
         self.events.create_schema()
         with self.engine.begin() as conn:
-            if conn.execute(select(fb_meta_t.c.value).where(fb_meta_t.c.key == "cursor")).first() is None:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(insert(fb_meta_t).values(key="cursor", value=0))
-                except IntegrityError:  # another process created it first
-                    pass
+            insert_if_missing(conn, fb_meta_t, {"key": "cursor", "value": 0})
         self._import_legacy()
         return self
 

@@ -192,6 +192,21 @@ def create_tables(metadata: MetaData, engine: Engine) -> None:
         metadata.create_all(conn)
 
 
+def insert_if_missing(conn: Connection, table: Table, values: dict) -> None:
+    """Insert a singleton row (a counter, a cursor) unless it exists; a concurrent creator wins quietly.
+
+    The insert runs in a savepoint so a lost race does not abort the caller's transaction.
+    """
+    keys = [table.c[k] == v for k, v in values.items() if table.c[k].primary_key]
+    if conn.execute(select(*table.primary_key.columns).where(*keys)).first() is not None:
+        return
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(table).values(**values))
+    except IntegrityError:  # another process created it first
+        pass
+
+
 def sqlite_url(path: str | Path) -> str:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -208,12 +223,7 @@ class KbStore:
     def create_schema(self) -> KbStore:
         create_tables(metadata, self.engine)
         with self.engine.begin() as conn:
-            if conn.execute(select(meta_t.c.value).where(meta_t.c.key == "revision")).first() is None:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(insert(meta_t).values(key="revision", value=0))
-                except IntegrityError:  # another process created it first
-                    pass
+            insert_if_missing(conn, meta_t, {"key": "revision", "value": 0})
         return self
 
     def dispose(self) -> None:

@@ -33,7 +33,7 @@ from sqlalchemy import Column, DateTime, Engine, Integer, MetaData, String, Tabl
 from sqlalchemy.exc import IntegrityError
 
 from lingxi.dialogue.stores import make_engine  # WAL; reads do not take SQLite's write lock
-from lingxi.retrieval.store import create_tables, sqlite_url
+from lingxi.retrieval.store import create_tables, insert_if_missing, sqlite_url
 
 from .faults import BackendUnavailable
 from .settings import ROLES, TENANT_PATTERN
@@ -128,12 +128,7 @@ class KeyStore:
     def create_schema(self) -> KeyStore:
         create_tables(metadata, self.engine)
         with self.engine.begin() as conn:
-            if conn.execute(select(state_t.c.version).where(state_t.c.id == 1)).first() is None:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(insert(state_t).values(id=1, version=0))
-                except IntegrityError:  # another process created it first
-                    pass
+            insert_if_missing(conn, state_t, {"id": 1, "version": 0})
         return self
 
     def dispose(self) -> None:

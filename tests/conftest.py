@@ -50,6 +50,33 @@ def demo_pipeline(trained_demo, demo_encoder):
 
 
 @pytest.fixture
+def pg_schema_url():
+    """LINGXI_TEST_POSTGRES_URL bound (``search_path``) to a new, empty schema, dropped afterwards.
+
+    For store tests that run the same cases on SQLite and PostgreSQL. Skips when the variable is unset.
+    """
+    import uuid
+    from urllib.parse import quote
+
+    import sqlalchemy as sa
+
+    base = os.environ.get("LINGXI_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("LINGXI_TEST_POSTGRES_URL is not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
+    schema = f"lingxi_t_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
 def fresh_pg_database():
     """A new, empty database on LINGXI_TEST_POSTGRES_URL's server, dropped afterwards: ``(name, url)``.
 

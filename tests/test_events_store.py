@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
-from urllib.parse import quote
 
 import pytest
 
@@ -20,24 +17,11 @@ def store(request, tmp_path):
         yield s
         s.dispose()
         return
-    url = os.environ.get("LINGXI_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("LINGXI_TEST_POSTGRES_URL is not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
-    from sqlalchemy import create_engine, text
-
-    schema = f"evtest_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in url else "?"
-    s = EventStore.open(f"{url}{sep}options={quote(f'-csearch_path={schema}')}")
+    s = EventStore.open(request.getfixturevalue("pg_schema_url"))
     try:
         yield s
     finally:
         s.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def click(eid: str, article: str = "kb-1", **extra) -> dict:

@@ -3,10 +3,6 @@ editing queue (through the HTTP API), and the estimators behave as documented.""
 
 from __future__ import annotations
 
-import os
-import uuid
-from urllib.parse import quote
-
 import pytest
 from litestar import Litestar
 from litestar.datastructures import State
@@ -137,24 +133,11 @@ def store(request, tmp_path):
     if request.param == "sqlite":
         yield FeedbackStore(KbStore(sqlite_url(tmp_path / "fb.db")).engine, QualityConfig()).create_schema().reload()
         return
-    url = os.environ.get("LINGXI_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("LINGXI_TEST_POSTGRES_URL is not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
-    from sqlalchemy import create_engine, text
-
-    schema = f"fbtest_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in url else "?"
-    engine = KbStore(f"{url}{sep}options={quote(f'-csearch_path={schema}')}").engine
+    engine = KbStore(request.getfixturevalue("pg_schema_url")).engine
     try:
         yield FeedbackStore(engine, QualityConfig()).create_schema().reload()
     finally:
         engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def _events(article: str, n: int, rank: int, clicks: int, dwell_ms: int = 30_000) -> list[FeedbackEvent]:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
-from urllib.parse import quote
 
 import pytest
 
@@ -19,8 +16,6 @@ from lingxi.retrieval.articles import (
 )
 from lingxi.retrieval.store import ArticleArchived, BatchError, BatchOp, KbStore, sqlite_url
 
-PG_URL = os.environ.get("LINGXI_TEST_POSTGRES_URL")
-
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request, tmp_path):
@@ -29,23 +24,11 @@ def store(request, tmp_path):
         yield s
         s.dispose()
         return
-    if not PG_URL:
-        pytest.skip("LINGXI_TEST_POSTGRES_URL is not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)")
-    from sqlalchemy import create_engine, text
-
-    schema = f"kbtest_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in PG_URL else "?"
-    s = KbStore(f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}").create_schema()
+    s = KbStore(request.getfixturevalue("pg_schema_url")).create_schema()
     try:
         yield s
     finally:
         s.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def _content(title: str = "如何申请退款？", body: str = "在订单详情点击申请售后。") -> ArticleContent:

@@ -53,10 +53,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from lingxi.datasets.domain import OOS_LABEL
 from lingxi.nlu.normalize import Normalizer
+from lingxi.retrieval.store import create_tables, insert_if_missing
 
 from .events import Clarification, EventStore, Handoff, Parse, StoredEvent, Vote, cursors_t
 
@@ -176,9 +176,7 @@ class MisunderstoodQueue:
         self._normalize = normalizer or Normalizer()
 
     def create_schema(self) -> MisunderstoodQueue:
-        from lingxi.retrieval.store import create_tables  # replicas may start together on an empty database
-
-        create_tables(metadata, self.engine)
+        create_tables(metadata, self.engine)  # replicas may start together on an empty database
         return self
 
     # ------------------------------------------------------------ normalisation
@@ -218,11 +216,7 @@ class MisunderstoodQueue:
         row = conn.execute(select(cursors_t.c.seq).where(cursors_t.c.name == CURSOR).with_for_update()).first()
         if row is not None:
             return int(row[0])
-        try:
-            with conn.begin_nested():
-                conn.execute(insert(cursors_t).values(name=CURSOR, seq=0))
-        except IntegrityError:
-            pass
+        insert_if_missing(conn, cursors_t, {"name": CURSOR, "seq": 0})
         row = conn.execute(select(cursors_t.c.seq).where(cursors_t.c.name == CURSOR).with_for_update()).first()
         return int(row[0]) if row else 0
 
