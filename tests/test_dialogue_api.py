@@ -10,6 +10,7 @@ import http.server
 import os
 import threading
 import uuid
+from datetime import datetime
 
 import msgspec
 import pytest
@@ -49,11 +50,13 @@ def spec():
     return load_dialogue(demo_domain_path(), set(domain.intent_names), {r.id for r in domain.rules})
 
 
-def make_app(holder, spec, store, home, keys=(), actions=None):
+def make_app(holder, spec, store, home, keys=(), actions=None, clock=None):
+    """``clock``: the engine's time for messages that carry no timestamp (default: now)."""
     settings = Settings(home=str(home), api_keys=list(keys), max_text_chars=200)
     app = app_with_dialogue(settings, holder)
     actions = actions or ActionClient("http://shop.test", transport=demo_backend.transport())
-    engine = DialogueEngine(spec, lambda: holder.current.pipeline, store, actions=actions)
+    engine = DialogueEngine(spec, lambda: holder.current.pipeline, store, actions=actions,
+                            **({"clock": clock} if clock else {}))
     app.state.dialogue = DialogueService(engine, settings.max_text_chars)
     return app
 
@@ -160,7 +163,8 @@ def test_handoff_keeps_the_bot_silent_until_an_editor_releases_it(holder, spec, 
 
 def test_rasa_rest_webhook_shape_and_token(holder, spec, home):
     keys = [ApiKey(name="widget", role="read", key="tok-1")]
-    with TestClient(make_app(holder, spec, MemoryTrackerStore(), home, keys=keys)) as c:
+    in_service_hours = datetime.fromisoformat(MORNING).timestamp  # the Rasa channel carries no time: a live handoff
+    with TestClient(make_app(holder, spec, MemoryTrackerStore(), home, keys=keys, clock=in_service_hours)) as c:
         assert c.post("/webhooks/rest/webhook", json={"sender": "s1", "message": "你好"}).status_code == 401
         r = c.post("/webhooks/rest/webhook?token=tok-1", json={"sender": "s1", "message": "我账号出问题了"})
         assert r.status_code == 200, r.text

@@ -76,8 +76,9 @@ def test_turns_fallbacks_and_handoffs_are_counted(client):
     before = scrape(client)
     cid = f"obs-{uuid.uuid4().hex[:8]}"
     decisions = []
-    for _ in range(4):  # gibberish until the demo policy gives up and hands over
-        r = client.post(f"/v1/conversations/{cid}/messages", json={"text": "qzx vbn wrt plk"})
+    for i in range(4):  # gibberish until the demo policy gives up and hands over (in service hours: live)
+        r = client.post(f"/v1/conversations/{cid}/messages",
+                        json={"text": "qzx vbn wrt plk", "timestamp": f"2026-11-24T10:00:{10 * i:02d}+08:00"})
         assert r.status_code == 200, r.text
         decisions.append(r.json()["decision"])
     after = scrape(client)

@@ -14,6 +14,7 @@ stores throughout.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from litestar.testing import TestClient
@@ -24,7 +25,16 @@ from lingxi.serving.settings import ApiKey, Settings
 
 ROLES = ("read", "editor", "reviewer", "admin")
 TENANTS = ("shop-a", "shop-b")
-MORNING = "2026-11-24T10:00:00+08:00"
+def _recent_service_morning() -> str:
+    """10:00 Beijing time on the latest weekday before today: inside service hours, and inside the
+    insights' default 7-day window whenever the suite runs (a fixed date falls out of it a week later)."""
+    day = datetime.now(timezone(timedelta(hours=8))).date() - timedelta(days=1)
+    while day.weekday() >= 5:
+        day -= timedelta(days=1)
+    return f"{day.isoformat()}T10:00:00+08:00"
+
+
+MORNING = _recent_service_morning()
 
 
 def key(tenant: str, role: str) -> str:
