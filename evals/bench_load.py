@@ -11,8 +11,11 @@ one after ``--turns`` messages or a handoff). Then it runs 16 clients with rando
 that the offered load is half the 16-client throughput, and reports that p99.
 
 Next to it, in the same run: the offline batch-encode throughput of the model's own encoders (batches
-of ``encode_batch_max`` texts, one thread, this process, server stopped), measured before and after
-the load; the higher of the two is the baseline. And the memory (RSS, PSS) of every worker process.
+of ``encode_batch_max`` texts, this process, server stopped), measured before and after the load; the
+higher of the two is the baseline. It uses as many engine replicas in parallel threads as the server
+does (``--replicas``, default: one per core, like ``encode_replicas``), so server and baseline get the
+same cores; the one-replica figure is reported beside it. And the memory (RSS, PSS) of every worker
+process.
 
 Why wrk: it is a C event loop that needs a few percent of one core at these rates, while a Python
 generator (locust) needs far more per request; on a 2-core machine the generator shares the CPU with
@@ -84,15 +87,32 @@ end
 """
 
 
-def offline_throughput(encoder, texts: list[str], batch: int, seconds: float) -> float:
-    """Texts per second encoding ``texts`` in batches of ``batch``, for about ``seconds``."""
-    encoder.encode(texts[:batch], "query")
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        for i in range(0, len(texts), batch):
-            encoder.encode(texts[i:i + batch], "query")
-            n += len(texts[i:i + batch])
-    return n / (time.perf_counter() - t0)
+def offline_throughput(encoders: list, texts: list[str], batch: int, seconds: float) -> float:
+    """Texts per second encoding ``texts`` in batches of ``batch`` for about ``seconds``, one thread per
+    encoder replica (all started together, each over the whole text list)."""
+    import threading
+
+    for encoder in encoders:
+        encoder.encode(texts[:batch], "query")
+    counts = [0] * len(encoders)
+    start = threading.Barrier(len(encoders) + 1)
+
+    def run(k: int) -> None:
+        start.wait()
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            for i in range(0, len(texts), batch):
+                encoders[k].encode(texts[i:i + batch], "query")
+                counts[k] += len(texts[i:i + batch])
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(encoders))]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - t0)
 
 
 def run_wrk(base: str, workdir: Path, mode: str, clients: int, seconds: float, turns: int,
@@ -162,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-size", type=int, default=0, help="embedding cache entries in the server (0: off)")
     ap.add_argument("--batch-max", type=int, default=32)
     ap.add_argument("--batch-wait-ms", type=float, default=2.0)
+    ap.add_argument("--replicas", type=int, default=0,
+                    help="encoder engines in the server and the offline baseline (0: one per core, the server default)")
     ap.add_argument("--turns", type=int, default=6, help="messages per conversation")
     ap.add_argument("--offline-seconds", type=float, default=8.0)
     ap.add_argument("--port", type=int, default=0)
@@ -184,10 +206,18 @@ def main(argv: list[str] | None = None) -> int:
     heldout, oos = load_eval_set(demo_domain_path())
     texts = [e.text for e in heldout] + list(oos)
 
-    encoder = build_encoders(bundle.encoders)
-    offline = [offline_throughput(encoder, texts, args.batch_max, args.offline_seconds)]
-    print(f"offline batch-encode throughput ({encoder.name}, batches of {args.batch_max}): "
-          f"{offline[0]:.1f} texts/s", flush=True)
+    replicas = settings.encoder_replicas if args.replicas == 0 else args.replicas
+    if args.replicas == 0 and args.workers > 1:
+        replicas = max(1, min(4, (os.cpu_count() or 1) // args.workers))
+    engines = replicas * args.workers  # what the server runs in all; the baseline gets as many
+    encoders = [build_encoders(bundle.encoders) for _ in range(engines)]
+    encoder = encoders[0]
+    one_replica = offline_throughput(encoders[:1], texts, args.batch_max, args.offline_seconds)
+    offline = [offline_throughput(encoders, texts, args.batch_max, args.offline_seconds)] if engines > 1 \
+        else [one_replica]
+    print(f"offline batch-encode throughput ({encoder.name}, batches of {args.batch_max}, {engines} engine(s) "
+          f"in parallel threads, as the server runs): {offline[0]:.1f} texts/s; one engine: {one_replica:.1f} texts/s",
+          flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="lingxi-load-"))
     (work / "parse.jsonl").write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts),
@@ -199,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         "utf-8")
     port = args.port or free_port()
     env = {**os.environ, "LINGXI_EMBEDDING_CACHE_SIZE": str(args.cache_size), "LINGXI_RATE_LIMIT_PER_S": "0",
-           "LINGXI_ENCODE_BATCH_MAX": str(args.batch_max), "LINGXI_ENCODE_BATCH_WAIT_MS": str(args.batch_wait_ms)}
+           "LINGXI_ENCODE_BATCH_MAX": str(args.batch_max), "LINGXI_ENCODE_BATCH_WAIT_MS": str(args.batch_wait_ms),
+           "LINGXI_ENCODE_REPLICAS": str(replicas)}
     proc, base = start_server(["--config", str(work / "lingxi.toml"), "serve", "--port", str(port),
                                "--workers", str(args.workers)], env, str(work / "server.log"))
     results: dict[str, list[dict]] = {}
@@ -236,13 +267,14 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-    offline.append(offline_throughput(encoder, texts, args.batch_max, args.offline_seconds))
+    offline.append(offline_throughput(encoders, texts, args.batch_max, args.offline_seconds))
     baseline = max(offline)
     print(f"offline batch-encode throughput after the load: {offline[1]:.1f} texts/s (baseline {baseline:.1f})")
 
     result = {
         "model": f"{bundle.bot}@{bundle.version}", "encoder": encoder.name,
-        "workers": args.workers, "cache_size": args.cache_size, "batch_max": args.batch_max,
+        "workers": args.workers, "encoder_replicas": replicas, "offline_one_replica": round(one_replica, 1),
+        "cache_size": args.cache_size, "batch_max": args.batch_max,
         "batch_wait_ms": args.batch_wait_ms, "duration_s": args.duration,
         "offline_texts_per_s": [round(x, 1) for x in offline], "offline_baseline": round(baseline, 1),
         "load": results, "half_load": half, "memory_per_worker": memory,

@@ -196,11 +196,13 @@ def _model_source(settings: Settings):
 
 
 def encoder_wrapper(settings: Settings):
-    """Micro-batching and the embedding cache around every encoder the holder builds."""
+    """Micro-batching (one engine replica per encoder thread) and the embedding cache around every
+    encoder the holder builds. Without ``build_another`` (tests sharing one encoder) there is one replica."""
 
-    def wrap(encoder):
+    def wrap(encoder, build_another=None):
         return serving_encoder(encoder, batch_max=settings.encode_batch_max,
                                batch_wait_ms=settings.encode_batch_wait_ms, cache_size=settings.embedding_cache_size,
+                               replicas=settings.encoder_replicas if build_another else 1, build_replica=build_another,
                                on_batch=metrics.observe_batch, on_lookup=metrics.observe_cache)
 
     return wrap

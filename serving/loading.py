@@ -41,10 +41,18 @@ def pipeline_from_bundle(bundle: ModelBundle, encoder: Encoder | None = None, ra
 
 
 def serving_encoder(encoder: Encoder, *, batch_max: int = 32, batch_wait_ms: float = 2.0, cache_size: int = 0,
+                    replicas: int = 1, build_replica: Callable[[], Encoder] | None = None,
                     on_batch: BatchObserver | None = None, on_lookup: LookupObserver | None = None) -> Encoder:
     """The encoder as the server uses it: the embedding cache in front of the micro-batcher, so a
-    repeated message never queues and the misses of concurrent requests share one encoder call."""
-    batched = BatchingEncoder(encoder, batch_max, batch_wait_ms, on_batch)
+    repeated message never queues and the misses of concurrent requests share one encoder call.
+
+    ``replicas`` > 1 (with ``build_replica`` to make the extra instances) gives the batcher one
+    engine per worker thread, so concurrent batches encode on several cores (nlu/batching.py).
+    """
+    if replicas < 1:
+        raise ValueError("replicas must be at least 1")
+    extra = [build_replica() for _ in range(replicas - 1)] if build_replica is not None else []
+    batched = BatchingEncoder([encoder, *extra], batch_max, batch_wait_ms, on_batch)
     return CachingEncoder(batched, cache_size, on_lookup) if cache_size else batched
 
 
@@ -120,12 +128,16 @@ class RegistrySource:
         return {"kind": "registry", "model": f"models:/{self.bot}@{self.alias}", "last_error": self.last_error}
 
 
+EncoderWrapper = Callable[[Encoder, Callable[[], Encoder]], Encoder]
+
+
 class ModelHolder:
-    """The model being served. ``wrap_encoder`` decorates freshly built encoders (serving adds the
-    micro-batcher and the embedding cache); ``on_swap`` is told about every model swapped in."""
+    """The model being served. ``wrap_encoder(encoder, build_another)`` decorates freshly built
+    encoders (serving adds the micro-batcher, its replicas and the embedding cache); ``on_swap`` is
+    told about every model swapped in."""
 
     def __init__(self, models_dir: Path, bot: str, ranking_size: int = 5, source=None,
-                 wrap_encoder: Callable[[Encoder], Encoder] | None = None,
+                 wrap_encoder: EncoderWrapper | None = None,
                  on_swap: Callable[[LoadedModel], None] | None = None) -> None:
         self.models_dir = models_dir
         self.bot = bot
@@ -144,7 +156,8 @@ class ModelHolder:
         key = repr(bundle.encoders)
         if key not in self._encoders:
             encoder = build_encoders(bundle.encoders)
-            self._encoders[key] = self.wrap_encoder(encoder) if self.wrap_encoder else encoder
+            self._encoders[key] = self.wrap_encoder(encoder, lambda: build_encoders(bundle.encoders)) \
+                if self.wrap_encoder else encoder
         return self._encoders[key]
 
     def load_latest(self) -> LoadedModel | None:

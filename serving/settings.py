@@ -61,6 +61,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     workers: int = 1  # uvicorn worker processes; each loads the models once
     encode_batch_max: int = 32  # texts per micro-batch into the encoder
     encode_batch_wait_ms: float = 2.0  # under load, wait this long for a batch to fill (never when idle)
+    encode_replicas: int = 0  # encoder engines (one thread each) per worker; 0: cores // workers, 1..4
     embedding_cache_size: int = 4096  # LRU of normalised texts' embeddings; 0 turns it off
     log_format: Literal["json", "text"] = "json"
     graceful_timeout_s: float = 30.0  # on SIGTERM, requests in flight get this long to finish
@@ -76,6 +77,13 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     backend_timeout_s: float = 3.0  # connect/read timeout for Redis and PostgreSQL
     cors_origins: list[str] = msgspec.field(default_factory=list)  # widget origins, e.g. https://shop.example
     redact_pii: bool = False  # mask phone numbers and e-mails in log lines and stored event text (lingxi.nlu.redact)
+
+    @property
+    def encoder_replicas(self) -> int:
+        """Engines per worker process: as set, or one per core the worker processes can share out."""
+        if self.encode_replicas:
+            return self.encode_replicas
+        return max(1, min(4, (os.cpu_count() or 1) // self.workers))
 
     @property
     def models_path(self) -> Path:
@@ -111,6 +119,7 @@ def _env_overrides() -> dict:
                     "LINGXI_RATE_LIMIT_BURST": ("rate_limit_burst", int)})
     numbers.update({"LINGXI_WORKERS": ("workers", int), "LINGXI_ENCODE_BATCH_MAX": ("encode_batch_max", int),
                     "LINGXI_ENCODE_BATCH_WAIT_MS": ("encode_batch_wait_ms", float),
+                    "LINGXI_ENCODE_REPLICAS": ("encode_replicas", int),
                     "LINGXI_EMBEDDING_CACHE_SIZE": ("embedding_cache_size", int)})
     for var, (key, kind) in numbers.items():
         if env.get(var):
@@ -159,10 +168,11 @@ def load_settings(path: str | Path | None = None, **overrides) -> Settings:
         if not re.match(TENANT_PATTERN, tenant):
             raise SettingsError(f"tenant {tenant!r}: 1..32 lowercase letters, digits, _ or -")
     if settings.workers < 1 or settings.encode_batch_max < 1 or settings.request_threads < 1 \
-            or settings.encode_batch_wait_ms < 0 \
+            or settings.encode_batch_wait_ms < 0 or not 0 <= settings.encode_replicas <= 16 \
             or settings.embedding_cache_size < 0 or settings.graceful_timeout_s < 0:
         raise SettingsError("workers, encode_batch_max and request_threads must be >= 1; encode_batch_wait_ms, "
-                            "embedding_cache_size and graceful_timeout_s must be >= 0")
+                            "embedding_cache_size and graceful_timeout_s must be >= 0; encode_replicas 0..16 "
+                            "(0: one per core)")
     if settings.rate_limit_per_s < 0 or settings.rate_limit_burst < 1:
         raise SettingsError("rate_limit_per_s must be >= 0 and rate_limit_burst >= 1")
     return settings

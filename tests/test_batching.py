@@ -209,3 +209,57 @@ def test_hot_reload_keeps_working_with_the_batching_encoder(trained_demo, demo_e
     assert second.pipeline.encoder is first.pipeline.encoder is wrapped[0]  # same batcher and cache
     assert len(wrapped) == 1 and served and set(served) == {served[0]}
     wrapped[0].inner.close()
+
+
+class _SlowReplica:
+    """A replica that takes ``per_text`` seconds per text and records which thread ran each batch, when."""
+
+    name, dim = "slow", 3
+
+    def __init__(self, tag: int, per_text: float = 0.03) -> None:
+        self.tag, self.per_text = tag, per_text
+        self.calls: list[tuple[str, float, float, int]] = []  # (thread, start, end, texts)
+
+    def encode(self, texts, kind="query"):
+        start = time.perf_counter()
+        time.sleep(self.per_text * len(texts))
+        self.calls.append((threading.current_thread().name, start, time.perf_counter(), len(texts)))
+        return np.array([[self.tag, len(t), 0.0] for t in texts], dtype=np.float32)
+
+
+def test_replicas_encode_concurrently_each_on_its_own_thread():
+    replicas = [_SlowReplica(0), _SlowReplica(1)]
+    enc = BatchingEncoder(replicas, max_batch=32, max_wait_ms=0.0)
+    texts = ["x" * (i + 1) for i in range(12)]
+    try:
+        got = _concurrently(lambda t: enc.encode([t]), texts)
+    finally:
+        enc.close()
+    for text, row in zip(texts, got, strict=True):
+        assert row.shape == (1, 3) and row[0, 1] == len(text)  # every caller got its own text's row
+    assert all(r.calls for r in replicas), "one replica never ran"
+    for r in replicas:
+        assert len({thread for thread, *_ in r.calls}) == 1  # a replica is only called from its own thread
+    a, b = ([(s, e) for _, s, e, _ in r.calls] for r in replicas)
+    assert any(s1 < e2 and s2 < e1 for s1, e1 in a for s2, e2 in b), "the replicas never encoded at the same time"
+    assert sum(n for r in replicas for *_, n in r.calls) == len(texts)
+
+
+def test_replicas_must_be_the_same_encoder(demo_encoder):
+    with pytest.raises(ValueError, match="same encoder"):
+        BatchingEncoder([demo_encoder, _SlowReplica(0)])
+    with pytest.raises(ValueError, match="at least one"):
+        BatchingEncoder([])
+
+
+def test_encoder_replicas_setting(monkeypatch):
+    from lingxi.serving.settings import SettingsError, load_settings
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert load_settings(workers=1).encoder_replicas == 2  # one engine per core
+    assert load_settings(workers=2).encoder_replicas == 1  # two processes share the two cores
+    monkeypatch.setenv("LINGXI_ENCODE_REPLICAS", "3")
+    assert load_settings().encoder_replicas == 3
+    monkeypatch.setenv("LINGXI_ENCODE_REPLICAS", "-1")
+    with pytest.raises(SettingsError, match="encode_replicas"):
+        load_settings()
