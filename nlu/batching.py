@@ -3,8 +3,9 @@
 :class:`BatchingEncoder` wraps one or more instances of the same
 :class:`~lingxi.nlu.encoders.Encoder` (replicas: same weights, separate engines) and implements the
 same protocol, so the NLU pipeline does not change. Many request threads call ``encode`` at once;
-each call is queued and waits, while one worker thread per replica takes everything queued (up to
-``max_batch`` texts), encodes it with one call into its replica and hands every caller its rows.
+each call is queued and waits, while one worker thread per replica takes its share of the queue
+(all of it when the other workers are busy; at most ``max_batch`` texts), encodes it with one call
+into its replica and hands every caller its rows.
 
 Why one thread per replica, and why replicas: the C/numpy engines are not re-entrant, so one engine
 serves one batch at a time; the thread releases the GIL inside the engine. On two cores one replica
