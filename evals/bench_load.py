@@ -206,9 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     heldout, oos = load_eval_set(demo_domain_path())
     texts = [e.text for e in heldout] + list(oos)
 
-    replicas = settings.encoder_replicas if args.replicas == 0 else args.replicas
-    if args.replicas == 0 and args.workers > 1:
-        replicas = max(1, min(4, (os.cpu_count() or 1) // args.workers))
+    replicas = args.replicas or load_settings(workers=args.workers).encoder_replicas  # what the server picks
     engines = replicas * args.workers  # what the server runs in all; the baseline gets as many
     encoders = [build_encoders(bundle.encoders) for _ in range(engines)]
     encoder = encoders[0]

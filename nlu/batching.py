@@ -97,11 +97,7 @@ class BatchingEncoder:
                     self._threads.append(thread)
             self._queue.append(job)
             self._queued_texts += len(job.texts)
-            # every worker: an idle one must take the job even if a lingering one is waiting too
-            if len(self._threads) > 1:
-                self._cond.notify_all()
-            else:
-                self._cond.notify()
+            self._cond.notify_all()  # every worker: an idle one must take the job even if a lingering one waits too
         job.done.wait()
         if job.error is not None:
             raise job.error

@@ -202,7 +202,7 @@ def encoder_wrapper(settings: Settings):
     def wrap(encoder, build_another=None):
         return serving_encoder(encoder, batch_max=settings.encode_batch_max,
                                batch_wait_ms=settings.encode_batch_wait_ms, cache_size=settings.embedding_cache_size,
-                               replicas=settings.encoder_replicas if build_another else 1, build_replica=build_another,
+                               replicas=settings.encoder_replicas, build_replica=build_another,
                                on_batch=metrics.observe_batch, on_lookup=metrics.observe_cache)
 
     return wrap

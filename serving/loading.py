@@ -47,7 +47,8 @@ def serving_encoder(encoder: Encoder, *, batch_max: int = 32, batch_wait_ms: flo
     repeated message never queues and the misses of concurrent requests share one encoder call.
 
     ``replicas`` > 1 (with ``build_replica`` to make the extra instances) gives the batcher one
-    engine per worker thread, so concurrent batches encode on several cores (nlu/batching.py).
+    engine per worker thread, so concurrent batches encode on several cores (nlu/batching.py);
+    without ``build_replica`` there is only ``encoder``.
     """
     if replicas < 1:
         raise ValueError("replicas must be at least 1")

@@ -61,7 +61,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     workers: int = 1  # uvicorn worker processes; each loads the models once
     encode_batch_max: int = 32  # texts per micro-batch into the encoder
     encode_batch_wait_ms: float = 2.0  # under load, wait this long for a batch to fill (never when idle)
-    encode_replicas: int = 0  # encoder engines (one thread each) per worker; 0: cores // workers, 1..4
+    encode_replicas: int = 0  # encoder engines (one thread each) per worker, 0..16; 0: cores // workers, at most 4
     embedding_cache_size: int = 4096  # LRU of normalised texts' embeddings; 0 turns it off
     log_format: Literal["json", "text"] = "json"
     graceful_timeout_s: float = 30.0  # on SIGTERM, requests in flight get this long to finish

@@ -25,6 +25,8 @@ from lingxi.serving.settings import ApiKey, Settings
 
 ROLES = ("read", "editor", "reviewer", "admin")
 TENANTS = ("shop-a", "shop-b")
+
+
 def _recent_service_morning() -> str:
     """10:00 Beijing time on the latest weekday before today: inside service hours, and inside the
     insights' default 7-day window whenever the suite runs (a fixed date falls out of it a week later)."""
