@@ -16,6 +16,10 @@ of one, whereas one instance with two OpenMP threads is *slower* per query (20 v
 1.25× faster on batches. ``replicas`` defaults to one in the library; the server picks it from the
 core count (``encode_replicas``).
 
+Callers in threads use ``encode``; callers on an asyncio event loop use ``aencode``, which queues
+the same job and is woken through ``call_soon_threadsafe`` when its batch is done, so a request
+handler needs no thread of its own to wait in.
+
 Waiting policy: a call that finds a worker idle runs at once (no added latency for a lone
 request). Only when requests arrived while a worker's previous batch was running — the service is
 under load — does that worker linger up to ``max_wait_ms`` for the batch to fill.
@@ -23,6 +27,7 @@ under load — does that worker linger up to ``max_wait_ms`` for the batch to fi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -44,6 +49,18 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
     result: np.ndarray | None = None
     error: BaseException | None = None
+    on_done: Callable[[], None] | None = None  # an asyncio caller's wake-up (runs in the worker thread)
+
+    def outcome(self) -> np.ndarray:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():  # the caller may have been cancelled (client gone) while its batch ran
+        future.set_result(None)
 
 
 class BatchingEncoder:
@@ -86,6 +103,24 @@ class BatchingEncoder:
         job = _Job(list(texts), kind)
         if not job.texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        self._submit(job)
+        job.done.wait()
+        return job.outcome()
+
+    async def aencode(self, texts: Sequence[str], kind: Kind = "query") -> np.ndarray:
+        """``encode`` for a caller on an event loop: awaits the batch instead of blocking a thread."""
+        _check_kind(kind)
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+        job = _Job(list(texts), kind, on_done=lambda: loop.call_soon_threadsafe(_wake, woken))
+        self._submit(job)
+        await woken
+        return job.outcome()
+
+    def _submit(self, job: _Job) -> None:
         with self._cond:
             if self._closed:
                 raise RuntimeError("encoder batcher is closed")
@@ -98,11 +133,6 @@ class BatchingEncoder:
             self._queue.append(job)
             self._queued_texts += len(job.texts)
             self._cond.notify_all()  # every worker: an idle one must take the job even if a lingering one waits too
-        job.done.wait()
-        if job.error is not None:
-            raise job.error
-        assert job.result is not None
-        return job.result
 
     def close(self) -> None:
         """Finish what is queued, then stop the worker threads. Later calls raise ``RuntimeError``."""
@@ -176,6 +206,9 @@ class BatchingEncoder:
                     start += len(job.texts)
             for job in jobs:
                 job.done.set()
+                if job.on_done is not None:
+                    with contextlib.suppress(RuntimeError):  # the caller's loop has closed: nobody waits
+                        job.on_done()
         if self.on_batch is not None:
             with contextlib.suppress(Exception):  # a metrics hook must never stop the encoder
                 self.on_batch(size, time.perf_counter() - t0)

@@ -10,6 +10,7 @@ hits are answered from memory, misses go to the wrapped encoder (in one call), a
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -52,6 +53,27 @@ class CachingEncoder:
         texts = list(texts)
         if self.size == 0 or not texts:
             return self.inner.encode(texts, kind)
+        found, missing = self._lookup(texts, kind)
+        fresh = self.inner.encode([texts[i] for i in missing], kind) if missing else None
+        return self._complete(texts, kind, found, missing, fresh)
+
+    async def aencode(self, texts: Sequence[str], kind: Kind = "query") -> np.ndarray:
+        """``encode`` for a caller on an event loop; misses go to the inner encoder's ``aencode``
+        (or, when it has none, to its ``encode`` in a worker thread)."""
+        texts = list(texts)
+        if self.size == 0 or not texts:
+            return await self._inner_aencode(texts, kind)
+        found, missing = self._lookup(texts, kind)
+        fresh = await self._inner_aencode([texts[i] for i in missing], kind) if missing else None
+        return self._complete(texts, kind, found, missing, fresh)
+
+    async def _inner_aencode(self, texts: list[str], kind: Kind) -> np.ndarray:
+        inner_async = getattr(self.inner, "aencode", None)
+        if inner_async is not None:
+            return await inner_async(texts, kind)
+        return await asyncio.to_thread(self.inner.encode, texts, kind)
+
+    def _lookup(self, texts: list[str], kind: str) -> tuple[dict[int, np.ndarray], list[int]]:
         found: dict[int, np.ndarray] = {}
         with self._lock:
             for i, text in enumerate(texts):
@@ -59,9 +81,13 @@ class CachingEncoder:
                 if row is not None:
                     self._rows.move_to_end((kind, text))
                     found[i] = row
-        missing = [i for i in range(len(texts)) if i not in found]
+        return found, [i for i in range(len(texts)) if i not in found]
+
+    def _complete(self, texts: list[str], kind: str, found: dict[int, np.ndarray], missing: list[int],
+                  fresh: np.ndarray | None) -> np.ndarray:
+        """Store the freshly encoded rows, count the lookup, assemble the rows in input order."""
         if missing:
-            fresh = self.inner.encode([texts[i] for i in missing], kind)
+            assert fresh is not None
             with self._lock:
                 for i, row in zip(missing, fresh, strict=True):
                     row = np.array(row, dtype=np.float32)  # own copy: the batch array is not kept alive

@@ -116,15 +116,17 @@ def readyz(state: State) -> dict[str, object]:
             "detail": scrub_secrets(holder.last_error or "") or None}
 
 
-@post("/v1/parse", sync_to_thread=True, guards=[require("read")], tags=["nlu"], status_code=200)
-def parse(data: ParseRequest, state: State, request: Request) -> ParseResult:
+@post("/v1/parse", guards=[require("read")], tags=["nlu"], status_code=200)
+async def parse(data: ParseRequest, state: State, request: Request) -> ParseResult:
     """Understand one customer message: intent with confidence, decision, clarification, rules, entities."""
+    # async: rules, intent head and entities take 1-2 ms on the loop, and the encoder
+    # call is awaited from the batcher, so a request costs no worker-thread hand-offs.
     settings: Settings = state.settings
     ctx = _validate(data, settings)
     loaded = _holder(state).current
     if loaded is None:
         raise ApiError(503, "model_not_loaded", "no model is loaded yet; train one with `lingxi train`")
-    result = loaded.pipeline.parse(data.text, ctx)
+    result = await loaded.pipeline.aparse(data.text, ctx)
     metrics.observe_parse(result.decision)
     record_parse(request, state, data.text, result, data.channel, data.conversation_id)
     return result

@@ -162,6 +162,83 @@ def test_pipeline_with_the_serving_encoder_parses_like_the_plain_one(trained_dem
     enc.inner.close()
 
 
+def test_event_loop_callers_share_batches_through_aencode(demo_encoder):
+    """``aencode`` callers on one loop are coalesced like threads and each gets its own row."""
+    import asyncio
+
+    batches: list[int] = []
+    enc = BatchingEncoder(demo_encoder, max_batch=8, max_wait_ms=2.0, on_batch=lambda n, s: batches.append(n))
+
+    async def all_at_once():
+        return await asyncio.gather(*(enc.aencode([t], "query") for t in TEXTS))
+
+    try:
+        got = asyncio.run(all_at_once())
+    finally:
+        enc.close()
+    expected = demo_encoder.encode(TEXTS, "query")
+    for i, row in enumerate(got):
+        np.testing.assert_allclose(row[0], expected[i], atol=1e-4)
+    assert sum(batches) == len(TEXTS)
+    assert len(batches) < len(TEXTS), f"no coalescing happened: {batches}"
+
+
+def test_aencode_raises_the_encoder_error_and_survives_a_cancelled_caller():
+    import asyncio
+
+    enc = BatchingEncoder(_Failing(), max_batch=4)
+
+    async def run():
+        with pytest.raises(RuntimeError, match="engine failure"):
+            await enc.aencode(["boom"])
+        gone = asyncio.ensure_future(enc.aencode(["a"]))
+        await asyncio.sleep(0)
+        gone.cancel()  # a client that went away while its batch was queued
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return await enc.aencode(["after"])
+
+    try:
+        assert asyncio.run(run()).shape == (1, 4)
+    finally:
+        enc.close()
+
+
+def test_async_pipeline_parses_like_the_sync_one_and_the_cache_serves_it(trained_demo, demo_encoder, demo_pipeline):
+    import asyncio
+
+    from lingxi.serving.loading import pipeline_from_bundle, serving_encoder
+
+    enc = serving_encoder(demo_encoder, batch_max=8, batch_wait_ms=2.0, cache_size=64)
+    pipeline = pipeline_from_bundle(trained_demo.bundle, enc)
+    texts = TEXTS + ["/order_status"]  # and a button payload, which is never encoded
+
+    async def all_at_once():
+        return await asyncio.gather(*(pipeline.aparse(t, ParseContext()) for t in texts))
+
+    async def repeats():
+        return [await pipeline.aparse(t, ParseContext()) for t in TEXTS[:4]]
+
+    try:
+        got = asyncio.run(all_at_once())
+        misses = enc.misses
+        again = asyncio.run(repeats())
+    finally:
+        enc.inner.close()
+    for text, result in zip(texts, got, strict=True):
+        plain = demo_pipeline.parse(text, ParseContext())
+        assert (result.decision, result.intent.name, result.match.match_type) == \
+            (plain.decision, plain.intent.name, plain.match.match_type), text
+        assert result.intent.confidence == pytest.approx(plain.intent.confidence, abs=2e-3)
+        assert [e.value for e in result.entities] == [e.value for e in plain.entities]
+    assert misses == len(TEXTS)  # every text encoded once, the button payload not at all
+    assert (enc.misses, enc.hits) == (misses, 4)  # seen before: answered from the cache
+    assert [r.intent.name for r in again] == [r.intent.name for r in got[:4]]
+    plain_encoder_pipeline = pipeline_from_bundle(trained_demo.bundle, demo_encoder)  # no aencode: a worker thread
+    assert asyncio.run(plain_encoder_pipeline.aparse("怎么申请退款", ParseContext())).intent.name == \
+        demo_pipeline.parse("怎么申请退款", ParseContext()).intent.name
+
+
 def test_hot_reload_keeps_working_with_the_batching_encoder(trained_demo, demo_encoder, tmp_path):
     """A reload swaps the pipeline while requests are in flight; the wrapped encoder is reused."""
     from lingxi.serving.loading import ModelHolder, serving_encoder
