@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.sparse import csr_matrix
 from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
@@ -43,6 +44,21 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
             z = z[:, 0]
         if z.ndim == 1:  # binary case: sklearn returns one column
             z = np.stack([-z, z], axis=1) / 2.0
+        return np.asarray(z, dtype=np.float64)
+
+    def logits_parts(self, dense: np.ndarray, grams) -> np.ndarray:
+        """:meth:`logits` of ``hstack([dense, grams])`` without stacking: the dense block meets the first
+        coefficient columns, the sparse block (its column indices shifted past them) the rest."""
+        check_is_fitted(self, "model_")
+        coef = self.model_.coef_
+        z = dense @ coef[:, :dense.shape[1]].T
+        if grams is not None:
+            shifted = csr_matrix((grams.data, grams.indices + dense.shape[1], grams.indptr),
+                                 shape=(grams.shape[0], coef.shape[1]))
+            z = z + shifted @ coef.T
+        z = np.asarray(z) + self.model_.intercept_
+        if z.shape[1] == 1:
+            z = np.concatenate([-z, z], axis=1) / 2.0
         return np.asarray(z, dtype=np.float64)
 
     def predict_proba(self, X) -> np.ndarray:
@@ -146,7 +162,10 @@ class LogRegKnnHead(ClassifierMixin, BaseEstimator):
 
     def _best_per_class(self, X) -> np.ndarray:
         check_is_fitted(self, "examples_")
-        sims = self._dense(X) @ self.examples_.T
+        return self._best_of_dense(self._dense(X))
+
+    def _best_of_dense(self, dense: np.ndarray) -> np.ndarray:
+        sims = dense @ self.examples_.T
         return np.maximum.reduceat(sims, self.class_starts_, axis=1)
 
     def knn_proba(self, X) -> np.ndarray:
@@ -164,6 +183,17 @@ class LogRegKnnHead(ClassifierMixin, BaseEstimator):
         best = self._best_per_class(X)
         knn = softmax(self.scale * best.astype(np.float64), axis=1)
         mixed = self.alpha * softmax(self.logreg_.logits(X), axis=1) + (1 - self.alpha) * knn
+        return np.log(np.clip(mixed, 1e-12, 1.0)), best.max(axis=1).astype(np.float64)
+
+    def logits_and_similarity_parts(self, dense: np.ndarray, grams) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`logits_and_similarity` of the featurizer's unstacked blocks (serving's path): same
+        numbers, without building a sparse matrix around the embeddings and slicing it back out."""
+        check_is_fitted(self, "examples_")
+        if self.dense_dim is not None and dense.shape[1] != self.dense_dim:
+            raise ValueError(f"expected {self.dense_dim} embedding columns, got {dense.shape[1]}")
+        best = self._best_of_dense(_dense_part(dense, None))
+        knn = softmax(self.scale * best.astype(np.float64), axis=1)
+        mixed = self.alpha * softmax(self.logreg_.logits_parts(dense, grams), axis=1) + (1 - self.alpha) * knn
         return np.log(np.clip(mixed, 1e-12, 1.0)), best.max(axis=1).astype(np.float64)
 
     def predict_proba(self, X) -> np.ndarray:

@@ -44,13 +44,22 @@ class TextFeaturizer(BaseEstimator):
 
     def transform(self, texts: Sequence[str], embeddings: np.ndarray):
         """Dense embeddings alone (ndarray) or embeddings ⊕ weighted n-grams (CSR matrix)."""
+        dense, grams = self.transform_parts(texts, embeddings)
+        if grams is None:
+            return dense
+        return hstack([csr_matrix(dense), grams], format="csr", dtype=np.float32)
+
+    def transform_parts(self, texts: Sequence[str], embeddings: np.ndarray):
+        """The two blocks of :meth:`transform` side by side, unstacked: ``(embeddings, weighted
+        n-grams or None)``. Heads that can score the blocks separately skip building (and slicing
+        back apart) the stacked sparse matrix, which costs more than the scoring for one message."""
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if self.vectorizer_ is None:
-            return embeddings
+            return embeddings, None
         grams = self._grams(list(texts))
         if self.ngram_weight != 1.0:
             grams = grams * self.ngram_weight
-        return hstack([csr_matrix(embeddings), grams], format="csr", dtype=np.float32)
+        return embeddings, grams
 
     def _grams(self, texts: list[str]):
         """TF-IDF rows, computed directly for small batches.

@@ -91,6 +91,10 @@ class IntentModel:
 
     def predict_scores(self, texts: Sequence[str], embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Calibrated probabilities and, when the head knows it, each text's best training-example cosine."""
+        if hasattr(self.head_, "logits_and_similarity_parts"):  # the default head: no stacked matrix needed
+            logits, similarity = self.head_.logits_and_similarity_parts(
+                *self.featurizer_.transform_parts(texts, embeddings))
+            return self._softmax(logits), similarity
         X = self.featurizer_.transform(texts, embeddings)
         if hasattr(self.head_, "logits_and_similarity"):
             logits, similarity = self.head_.logits_and_similarity(X)
