@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -178,8 +179,8 @@ def body_deadline_middleware(seconds: float):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise BodyTimeout(seconds)
-                try:
-                    with anyio.fail_after(remaining):
+                try:  # asyncio's own timeout: a fraction of anyio's cancel-scope cost, paid on every request
+                    async with asyncio.timeout(remaining):
                         message = await receive()
                 except TimeoutError:
                     raise BodyTimeout(seconds) from None

@@ -22,6 +22,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -100,6 +101,9 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+_LOG_ENCODER = msgspec.json.Encoder(enc_hook=str)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id, extra ``fields``.
 
@@ -127,7 +131,10 @@ class JsonFormatter(logging.Formatter):
             if frames:
                 last = frames[-1]
                 out["where"] = f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
-        return json.dumps(out, ensure_ascii=False, default=str)
+        try:  # msgspec: one access line per request, and it is several times faster than json
+            return _LOG_ENCODER.encode(out).decode()
+        except (TypeError, msgspec.EncodeError):  # e.g. a non-string key in ``fields``
+            return json.dumps(out, ensure_ascii=False, default=str)
 
 
 def log_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
