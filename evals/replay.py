@@ -70,6 +70,12 @@ class ReplayConfig(msgspec.Struct, frozen=True, kw_only=True):
     memory: ClickMemoryConfig = ClickMemoryConfig()
     article_quality: str = "off"  # KbConfig.article_quality: full | penalties | off (the served default)
     use_click_memory: bool = True
+    # Sessions after which the encoder is fine-tuned on the feedback's (query, resolved article) pairs
+    # so far and the knowledge base re-indexed with it (training.finetune.finetune_on_pairs); () = never.
+    finetune_at: tuple[int, ...] = ()
+    finetune_steps: int = 100  # chosen on BQ's dev split (evals/feedback_finetune.py), not on a reported half
+    finetune_batch: int = 16
+    finetune_base: str | None = None  # a sentence-transformers folder; None: e5-small as torch weights
 
 
 class MemoEncoder:
@@ -146,19 +152,67 @@ class Simulator:
         self.docs = [d for d in dataset.docs if split is None or d.split == split]
         queries = [q for q in dataset.queries if split is None or q.split == split]
         self.train, self.held = split_queries(queries, config.seed)
-        self.encoder = encoder if isinstance(encoder, MemoEncoder) else MemoEncoder(encoder)
-        normalize = Normalizer()
-        self.encoder.prime([normalize(q.text) for q in queries], "query")
+        self.workdir = workdir
+        self.queries = queries
+        self.finetunes: list[dict] = []
         limits = Limits()
-        # the served ranking: KbService.feedback_boosts with the same knobs the server has
-        self.kb = KbService(KbConfig(url=sqlite_url(workdir / "kb.db"), index_dir=str(workdir / "index"),
-                                     seed_demo=False, refresh_seconds=1e9, article_quality=config.article_quality,
-                                     click_memory=config.memory if config.use_click_memory else None),
-                            home=workdir, encoder=self.encoder)
+        self.articles = {d.doc_id: _article(d.title, d.text, limits) for d in self.docs}
+        self.kb = self._knowledge_base(encoder, "index")
         self.kb.store.create_schema()
-        self.kb.store.apply_batch([BatchOp(content=_article(d.title, d.text, limits), article_id=d.doc_id,
+        self.kb.store.apply_batch([BatchOp(content=self.articles[d.doc_id], article_id=d.doc_id,
                                            status="published") for d in self.docs], "replay")
         self.kb.start()
+
+    def _knowledge_base(self, encoder: Encoder, index: str) -> KbService:
+        """The served ranking (KbService.feedback_boosts with the server's knobs) over this folder's database."""
+        self.encoder = encoder if isinstance(encoder, MemoEncoder) else MemoEncoder(encoder)
+        normalize = Normalizer()
+        self.encoder.prime([normalize(q.text) for q in self.queries], "query")
+        config = self.config
+        return KbService(KbConfig(url=sqlite_url(self.workdir / "kb.db"), index_dir=str(self.workdir / index),
+                                  seed_demo=False, refresh_seconds=1e9, article_quality=config.article_quality,
+                                  click_memory=config.memory if config.use_click_memory else None),
+                         home=self.workdir, encoder=self.encoder)
+
+    def finetune_encoder(self, sessions: int, log=None) -> dict:
+        """Fine-tune e5 on what the feedback says so far, then serve with it: re-index the same
+        knowledge base (articles and feedback events stay in its database) and rebuild the click
+        memory from the event store with the new encoder.
+
+        The pairs are the click memory's positive (query, article) evidence — resolved votes and good
+        clicks of *training-half* sessions only — never the held-out half or the labels.
+        """
+        from lingxi.training.finetune import finetune_on_pairs, finetuned_encoder
+
+        memory = self.kb.click_memory
+        if memory is None:
+            raise ValueError("fine-tuning from feedback needs the click memory (it holds the query → article evidence)")
+        pairs = [(q, a) for q, a in memory.positive_pairs() if a in self.articles]
+        info: dict = {"sessions": sessions, "pairs": len(pairs), "articles": len({a for _, a in pairs})}
+        if info["articles"] < 2:
+            info["skipped"] = "fewer than two answered articles"
+            self.finetunes.append(info)
+            return info
+        t0 = time.time()
+        folder = finetune_on_pairs([q for q, _ in pairs], [self.articles[a].title for _, a in pairs],
+                                   [a for _, a in pairs], self.workdir / f"encoder-{sessions}",
+                                   steps=self.config.finetune_steps, batch_pairs=self.config.finetune_batch,
+                                   base=self.config.finetune_base, seed=self.config.seed,
+                                   threads=os.cpu_count() or 1)
+        info["train_s"] = round(time.time() - t0, 1)
+        old = self.kb
+        self.kb = self._knowledge_base(finetuned_encoder(folder, threads=os.cpu_count() or 1, batch_size=64),
+                                       f"index-{sessions}")
+        self.kb.start()  # a new index folder: every article is encoded again with the new weights
+        self.kb.sync_click_memory()
+        old.close()
+        info["reindex_s"] = round(time.time() - t0 - info["train_s"], 1)
+        info["encoder"] = self.encoder.name
+        self.finetunes.append(info)
+        if log:
+            log(f"  fine-tuned the encoder on {info['pairs']} feedback pairs ({info['articles']} articles) after "
+                f"{sessions} sessions: {info['train_s']} s training, {info['reindex_s']} s re-indexing")
+        return info
 
     def close(self) -> None:
         self.kb.close()
@@ -209,14 +263,17 @@ class Simulator:
         cfg = self.config
         rng = random.Random(cfg.seed + 1)
         curve = []
-        checkpoints = sorted({c for c in cfg.checkpoints if c <= cfg.sessions} | {0, cfg.sessions})
+        finetune_at = {c for c in cfg.finetune_at if 0 < c <= cfg.sessions}
+        checkpoints = sorted({c for c in cfg.checkpoints if c <= cfg.sessions} | {0, cfg.sessions} | finetune_at)
         done = 0
         for target in checkpoints:
             while done < target:
                 events = self.session(rng.choice(self.train), rng)
                 self.kb.record_feedback(events)  # the server's path: durable events, counters, click memory
                 done += 1
-            point = {"sessions": done, **self.measure()}
+            if done in finetune_at:
+                self.finetune_encoder(done, log)
+            point = {"sessions": done, "encoder": self.encoder.name, **self.measure()}
             curve.append(point)
             if log:
                 log(f"  {done:5d} sessions: MRR@10 {point['mrr@10']:.4f}  R@1 {point['recall@1']:.4f}  "
@@ -282,6 +339,7 @@ def run_replay(datasets: Sequence[str], out_dir: str | Path, config: ReplayConfi
                     f"{len(sim.held)} held-out queries")
                 curve = sim.run(log)
                 flags = len(sim.kb.feedback.flags())
+                finetunes = sim.finetunes
             finally:
                 sim.close()
         summary = summarize(curve)
@@ -289,7 +347,8 @@ def run_replay(datasets: Sequence[str], out_dir: str | Path, config: ReplayConfi
         results[ds.name] = {"split": split, "n_articles": len(sim.docs), "n_training_half": len(sim.train),
                             "n_held_out": len(sim.held), "curve": curve, "summary": summary,
                             "target": {"metric": key, "goal": goal, "met": summary[key] >= goal},
-                            "flagged_articles": flags, "seconds": round(time.time() - started, 1)}
+                            "flagged_articles": flags, "encoder_finetunes": finetunes,
+                            "seconds": round(time.time() - started, 1)}
     payload = {"config": msgspec.to_builtins(config), "encoder": encoder.name, "datasets": results}
     (out / "replay.json").write_text(json.dumps(payload, ensure_ascii=False, indent=2), "utf-8")
     (out / "replay.png").write_bytes(curve_png(results))
@@ -304,9 +363,20 @@ def cmd_eval_replay(args) -> int:
         return 2
     step = max(1, args.sessions // 10)
     checkpoints = (0, *range(step, args.sessions + 1, step), args.sessions)
+    try:
+        finetune_at = tuple(int(x) for x in args.finetune_at.split(",") if x.strip()) if args.finetune_at else ()
+    except ValueError:
+        print(f"error: --finetune-at must be comma-separated session counts, got {args.finetune_at!r}", file=sys.stderr)
+        return 2
+    if any(c < 1 or c > args.sessions for c in finetune_at):
+        print(f"error: --finetune-at values must be 1..{args.sessions} (the sessions run)", file=sys.stderr)
+        return 2
+    if finetune_at and args.no_click_memory:
+        print("error: --finetune-at needs the click memory (it holds the feedback pairs)", file=sys.stderr)
+        return 2
     config = ReplayConfig(sessions=args.sessions, checkpoints=tuple(sorted(set(checkpoints))), seed=args.seed,
                           article_quality="off" if args.no_article_quality else args.article_quality,
-                          use_click_memory=not args.no_click_memory)
+                          use_click_memory=not args.no_click_memory, finetune_at=finetune_at)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     try:
         payload = run_replay(names, args.out, config, datasets_dir=args.datasets_dir)
@@ -334,6 +404,9 @@ def add_replay_parser(subparsers) -> None:
                    help="per-article quality factor in the ranking: full, penalties only, off (the served default)")
     p.add_argument("--no-article-quality", action="store_true", help="ablation: same as --article-quality off")
     p.add_argument("--no-click-memory", action="store_true", help="ablation: no query-similarity click memory")
+    p.add_argument("--finetune-at", default="",
+                   help="comma-separated session counts after which e5 is fine-tuned on the feedback pairs so far "
+                        "and the knowledge base re-indexed (torch, a few minutes each); default: never")
     p.set_defaults(func=cmd_eval_replay)
 
 

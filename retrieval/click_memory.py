@@ -158,6 +158,14 @@ class ClickMemory:
             total += self.observe(from_store_event(e) for e in new)
 
     # ------------------------------------------------------------------ reading
+    def positive_pairs(self) -> list[tuple[str, str]]:
+        """(remembered query, article id) wherever the explicit evidence says the article answered
+        the query (resolved votes and good clicks outweigh not-resolved votes and bounces): what the
+        feedback can teach the encoder (``training.finetune.finetune_on_pairs``)."""
+        with self._lock:
+            return [(self._texts[row], a) for row, stats in enumerate(self._stats) for a, s in stats.items()
+                    if _net(s, self.config.click_weight) > 0]
+
     def _weight(self, similarity: float) -> float:
         return math.exp((similarity - 1.0) / self.config.temperature)
 

@@ -184,7 +184,8 @@ class KbService:
             self._click_memory = ClickMemory(self.encoder, self.config.click_memory)
         return self._click_memory
 
-    def _sync_click_memory(self) -> None:
+    def sync_click_memory(self) -> None:
+        """Catch the click memory up with the event store (it is a fold over the feedback events)."""
         memory = self.click_memory
         if memory is not None:
             memory.sync(self.feedback.events, tenant=self.tenant)
@@ -317,7 +318,7 @@ class KbService:
         try:
             self.sync()
             self.feedback.advance()  # events that came in through /v1/events or other replicas
-            self._sync_click_memory()
+            self.sync_click_memory()
             if now - self._last_hot > 60:
                 self._refresh_suggester(force_hot=True)
         except Exception as exc:  # noqa: BLE001 - keep serving what we have
@@ -472,7 +473,7 @@ class KbService:
 
     def record_feedback(self, events: Sequence[FeedbackEvent]) -> int:
         n = self.feedback.record(events)
-        self._sync_click_memory()
+        self.sync_click_memory()
         return n
 
 

