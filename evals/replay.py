@@ -76,6 +76,10 @@ class ReplayConfig(msgspec.Struct, frozen=True, kw_only=True):
     finetune_steps: int = 100  # chosen on BQ's dev split (evals/feedback_finetune.py), not on a reported half
     finetune_batch: int = 16
     finetune_base: str | None = None  # a sentence-transformers folder; None: e5-small as torch weights
+    # Control arm: fine-tune on this many *gold* (training-half query, labelled relevant article) pairs
+    # drawn at random instead of the feedback's pairs (0 = feedback pairs, the real loop). It tells
+    # how much of the gap to the gold-pair ceiling is which pairs feedback yields.
+    finetune_gold_pairs: int = 0
 
 
 class MemoEncoder:
@@ -188,7 +192,14 @@ class Simulator:
         if memory is None:
             raise ValueError("fine-tuning from feedback needs the click memory (it holds the query → article evidence)")
         pairs = [(q, a) for q, a in memory.positive_pairs() if a in self.articles]
-        info: dict = {"sessions": sessions, "pairs": len(pairs), "articles": len({a for _, a in pairs})}
+        source = "feedback"
+        if self.config.finetune_gold_pairs:
+            normalize = Normalizer()
+            gold = [(normalize(q.text), a) for q in self.train for a in q.relevant if a in self.articles]
+            pairs = random.Random(self.config.seed).sample(gold, min(self.config.finetune_gold_pairs, len(gold)))
+            source = "gold (control)"
+        info: dict = {"sessions": sessions, "source": source, "pairs": len(pairs),
+                      "articles": len({a for _, a in pairs})}
         if info["articles"] < 2:
             info["skipped"] = "fewer than two answered articles"
             self.finetunes.append(info)
@@ -210,7 +221,7 @@ class Simulator:
         info["encoder"] = self.encoder.name
         self.finetunes.append(info)
         if log:
-            log(f"  fine-tuned the encoder on {info['pairs']} feedback pairs ({info['articles']} articles) after "
+            log(f"  fine-tuned the encoder on {info['pairs']} {source} pairs ({info['articles']} articles) after "
                 f"{sessions} sessions: {info['train_s']} s training, {info['reindex_s']} s re-indexing")
         return info
 
@@ -308,6 +319,9 @@ def curve_png(results: dict[str, dict]) -> bytes:
         xs = [p["sessions"] for p in res["curve"]]
         ax.plot(xs, [p["mrr@10"] for p in res["curve"]], marker="o", label="MRR@10")
         ax.plot(xs, [p["recall@1"] for p in res["curve"]], marker="s", label="Recall@1")
+        for k, tune in enumerate(t for t in res.get("encoder_finetunes", []) if "skipped" not in t):
+            ax.axvline(tune["sessions"], color="grey", linestyle="--", linewidth=0.8,
+                       label="encoder fine-tuned on feedback" if k == 0 else None)
         ax.set_title(f"{name}: held-out half ({res['n_held_out']} queries)")
         ax.set_xlabel("simulated sessions (training-half queries)")
         ax.grid(alpha=0.3)
@@ -374,9 +388,16 @@ def cmd_eval_replay(args) -> int:
     if finetune_at and args.no_click_memory:
         print("error: --finetune-at needs the click memory (it holds the feedback pairs)", file=sys.stderr)
         return 2
+    if args.finetune_gold_pairs and not finetune_at:
+        print("error: --finetune-gold-pairs is a control arm of --finetune-at; give both", file=sys.stderr)
+        return 2
+    if args.finetune_gold_pairs < 0:
+        print("error: --finetune-gold-pairs must not be negative", file=sys.stderr)
+        return 2
     config = ReplayConfig(sessions=args.sessions, checkpoints=tuple(sorted(set(checkpoints))), seed=args.seed,
                           article_quality="off" if args.no_article_quality else args.article_quality,
-                          use_click_memory=not args.no_click_memory, finetune_at=finetune_at)
+                          use_click_memory=not args.no_click_memory, finetune_at=finetune_at,
+                          finetune_gold_pairs=args.finetune_gold_pairs)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     try:
         payload = run_replay(names, args.out, config, datasets_dir=args.datasets_dir)
@@ -407,6 +428,9 @@ def add_replay_parser(subparsers) -> None:
     p.add_argument("--finetune-at", default="",
                    help="comma-separated session counts after which e5 is fine-tuned on the feedback pairs so far "
                         "and the knowledge base re-indexed (torch, a few minutes each); default: never")
+    p.add_argument("--finetune-gold-pairs", type=int, default=0,
+                   help="control arm: fine-tune on this many random gold pairs of the training half instead of "
+                        "the feedback's pairs")
     p.set_defaults(func=cmd_eval_replay)
 
 
