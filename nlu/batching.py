@@ -115,7 +115,7 @@ class BatchingEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         loop = asyncio.get_running_loop()
         woken: asyncio.Future[None] = loop.create_future()
-        job = _Job(list(texts), kind, on_done=lambda: loop.call_soon_threadsafe(_wake, woken))
+        job = _Job(texts, kind, on_done=lambda: loop.call_soon_threadsafe(_wake, woken))
         self._submit(job)
         await woken
         return job.outcome()

@@ -157,8 +157,8 @@ class NLUPipeline:
         """Parse on the event loop: the CPU-light steps run inline, the encoder call is awaited.
 
         Why: a sync handler costs two thread hand-offs per request (loop → worker → loop) besides
-        the encoder's own; on two cores under load each hand-off waits for the GIL, which is where
-        the served latency tail came from. Same steps, same result as :meth:`parse`.
+        the encoder's own, and on two cores under load each hand-off waits for the GIL (serving
+        throughput +12–14% measured, evals/RESULTS.md). Same steps, same result as :meth:`parse`.
         """
         steps = self._steps(text, ctx)
         try:
