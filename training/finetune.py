@@ -242,7 +242,6 @@ def finetune_encoder(
 
     set_thread_env(threads)
     import torch
-    from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import losses as st_losses
 
     base_path = Path(base) if base is not None else default_base()
@@ -256,13 +255,7 @@ def finetune_encoder(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     try:
-        model = SentenceTransformer(str(base_path), device="cpu")
-        model.max_seq_length = min(max_seq_length, model.max_seq_length or max_seq_length)
-        if not train_embeddings:
-            for name, p in model.named_parameters():
-                if "word_embeddings" in name:
-                    p.requires_grad_(False)
-        params = [p for p in model.parameters() if p.requires_grad]
+        model, params = _trainable(base_path, max_seq_length, train_embeddings)
         if loss == "batch_hard":
             loss_fn = st_losses.BatchHardSoftMarginTripletLoss(model)
         elif loss == "batch_all":
@@ -363,6 +356,20 @@ def finetune_encoder(
     return out_dir
 
 
+def _trainable(base_path: Path, max_seq_length: int, train_embeddings: bool) -> tuple[Any, list]:
+    """The base as a sentence-transformers model on the CPU and the parameters to train (the word
+    embeddings frozen unless ``train_embeddings``: they are most of the weights and 3x the step time)."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(base_path), device="cpu")
+    model.max_seq_length = min(max_seq_length, model.max_seq_length or max_seq_length)
+    if not train_embeddings:
+        for name, p in model.named_parameters():
+            if "word_embeddings" in name:
+                p.requires_grad_(False)
+    return model, [p for p in model.parameters() if p.requires_grad]
+
+
 def _save(model: Any, base_path: Path, record: dict[str, Any], out_dir: Path) -> None:
     """Write the model, the base's tokenizer files and the record into ``out_dir`` atomically."""
     tmp = _atomic_dir(out_dir)
@@ -437,7 +444,6 @@ def finetune_on_pairs(
 
     set_thread_env(threads)
     import torch
-    from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import losses as st_losses
 
     base_path = Path(base) if base is not None else default_base()
@@ -447,12 +453,7 @@ def finetune_on_pairs(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     try:
-        model = SentenceTransformer(str(base_path), device="cpu")
-        model.max_seq_length = min(max_seq_length, model.max_seq_length or max_seq_length)
-        for name, p in model.named_parameters():
-            if "word_embeddings" in name:
-                p.requires_grad_(False)
-        params = [p for p in model.parameters() if p.requires_grad]
+        model, params = _trainable(base_path, max_seq_length, train_embeddings=False)
         loss_fn = st_losses.MultipleNegativesRankingLoss(model)
         opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
                                  {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=lr)
