@@ -13,11 +13,10 @@ that the offered load is half the 16-client throughput, and reports that p99.
 Next to it, in the same run: the offline batch-encode throughput of the model's own encoders (batches
 of ``encode_batch_max`` texts, this process, server stopped), measured ``--offline-repeats`` times
 before and after the load after a short warm-up; the best of them is the baseline (on these shared
-machines single 8 s runs varied by 15%, and the best is the conservative denominator). It uses as
-many engine replicas in parallel threads as the server does (``--replicas``, default: one per core,
-like ``encode_replicas``), so server and baseline get the same cores; the one-replica figure is
-reported beside it. And the memory (RSS, PSS) of every worker
-process.
+machines single 8 s runs varied by up to 20%, and the best is the conservative denominator). It uses
+as many engine replicas in parallel threads as the server does (``--replicas``, default: one per
+core, like ``encode_replicas``), so server and baseline get the same cores; the one-replica figure
+is reported beside it. And the memory (RSS, PSS) of every worker process.
 
 Why wrk: it is a C event loop that needs a few percent of one core at these rates, while a Python
 generator (locust) needs far more per request; on a 2-core machine the generator shares the CPU with

@@ -168,7 +168,8 @@ class Simulator:
         self.kb.start()
 
     def _knowledge_base(self, encoder: Encoder, index: str) -> KbService:
-        """The served ranking (KbService.feedback_boosts with the server's knobs) over this folder's database."""
+        """The served ranking (KbService.feedback_boosts with the server's knobs) over this folder's
+        database, searching with ``encoder``; it also becomes ``self.encoder`` (memoised, queries primed)."""
         self.encoder = encoder if isinstance(encoder, MemoEncoder) else MemoEncoder(encoder)
         normalize = Normalizer()
         self.encoder.prime([normalize(q.text) for q in self.queries], "query")
@@ -191,13 +192,14 @@ class Simulator:
         memory = self.kb.click_memory
         if memory is None:
             raise ValueError("fine-tuning from feedback needs the click memory (it holds the query → article evidence)")
-        pairs = [(q, a) for q, a in memory.positive_pairs() if a in self.articles]
-        source = "feedback"
         if self.config.finetune_gold_pairs:
             normalize = Normalizer()
             gold = [(normalize(q.text), a) for q in self.train for a in q.relevant if a in self.articles]
             pairs = random.Random(self.config.seed).sample(gold, min(self.config.finetune_gold_pairs, len(gold)))
             source = "gold (control)"
+        else:
+            pairs = [(q, a) for q, a in memory.positive_pairs() if a in self.articles]
+            source = "feedback"
         info: dict = {"sessions": sessions, "source": source, "pairs": len(pairs),
                       "articles": len({a for _, a in pairs})}
         if info["articles"] < 2:

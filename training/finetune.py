@@ -274,16 +274,7 @@ def finetune_encoder(
         planned = max(1, math.ceil(per_epoch * epochs))
         if max_steps is not None:
             planned = max(1, min(planned, int(max_steps)))
-        warmup = int(planned * warmup_ratio)
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-
-        def lr_at(step: int) -> float:
-            if step < warmup:
-                return lr * (step + 1) / (warmup + 1)
-            return lr * max(0.0, (planned - step) / max(1, planned - warmup))
+        opt, lr_at = _optimizer(params, lr, weight_decay, planned, warmup_ratio)
 
         from tqdm.auto import tqdm
 
@@ -368,6 +359,24 @@ def _trainable(base_path: Path, max_seq_length: int, train_embeddings: bool) -> 
             if "word_embeddings" in name:
                 p.requires_grad_(False)
     return model, [p for p in model.parameters() if p.requires_grad]
+
+
+def _optimizer(params: list, lr: float, weight_decay: float, planned: int,
+               warmup_ratio: float) -> tuple[Any, Callable[[int], float]]:
+    """AdamW (no weight decay on biases and norms) and the learning rate of each step: linear
+    warm-up over ``warmup_ratio`` of the ``planned`` steps, then linear decay to zero."""
+    import torch
+
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+                             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=lr)
+    warmup = int(planned * warmup_ratio)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return lr * (step + 1) / (warmup + 1)
+        return lr * max(0.0, (planned - step) / max(1, planned - warmup))
+
+    return opt, lr_at
 
 
 def _save(model: Any, base_path: Path, record: dict[str, Any], out_dir: Path) -> None:
@@ -455,9 +464,7 @@ def finetune_on_pairs(
     try:
         model, params = _trainable(base_path, max_seq_length, train_embeddings=False)
         loss_fn = st_losses.MultipleNegativesRankingLoss(model)
-        opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-                                 {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=lr)
-        warmup = int(steps * warmup_ratio)
+        opt, lr_at = _optimizer(params, lr, weight_decay, steps, warmup_ratio)
         q_texts = [QUERY_PREFIX + t for t in queries]
         p_texts = [PASSAGE_PREFIX + t for t in passages]
         model.train()
@@ -471,8 +478,7 @@ def finetune_on_pairs(
                 epochs += 1
             idx = batches.pop(0)
             for group in opt.param_groups:
-                group["lr"] = lr * (step + 1) / (warmup + 1) if step < warmup else \
-                    lr * max(0.0, (steps - step) / max(1, steps - warmup))
+                group["lr"] = lr_at(step)
             value = loss_fn([model.preprocess([q_texts[i] for i in idx]),
                              model.preprocess([p_texts[i] for i in idx])], None)
             value.backward()
