@@ -60,12 +60,13 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # throughput and operations (serving/server.py, nlu/batching.py, serving/metrics.py)
     workers: int = 1  # uvicorn worker processes; each loads the models once
     encode_batch_max: int = 32  # texts per micro-batch into the encoder
-    encode_batch_wait_ms: float = 2.0  # under load, wait this long for a batch to fill (never when idle)
+    encode_batch_wait_ms: float = 0.0  # under load, wait this long for a batch to fill (never when idle; nlu/batching.py)
     encode_replicas: int = 0  # encoder engines (one thread each) per worker, 0..16; 0: cores // workers, at most 4
     embedding_cache_size: int = 4096  # LRU of normalised texts' embeddings; 0 turns it off
     log_format: Literal["json", "text"] = "json"
     graceful_timeout_s: float = 30.0  # on SIGTERM, requests in flight get this long to finish
     request_threads: int = 64  # threads for sync handlers (most wait on the encoder batcher)
+    gil_switch_interval_ms: float = 0.5  # how long a busy thread may keep the GIL from an encoder thread (serving/server.py)
     # tenants, keys and limits (serving/README.md)
     keys_url: str | None = None  # API key store; default SQLite at <home>/keys.db
     key_outage_grace_s: float = 300.0  # key DB down: keys checked this recently keep working (0: fail closed)
@@ -120,7 +121,8 @@ def _env_overrides() -> dict:
     numbers.update({"LINGXI_WORKERS": ("workers", int), "LINGXI_ENCODE_BATCH_MAX": ("encode_batch_max", int),
                     "LINGXI_ENCODE_BATCH_WAIT_MS": ("encode_batch_wait_ms", float),
                     "LINGXI_ENCODE_REPLICAS": ("encode_replicas", int),
-                    "LINGXI_EMBEDDING_CACHE_SIZE": ("embedding_cache_size", int)})
+                    "LINGXI_EMBEDDING_CACHE_SIZE": ("embedding_cache_size", int),
+                    "LINGXI_GIL_SWITCH_INTERVAL_MS": ("gil_switch_interval_ms", float)})
     for var, (key, kind) in numbers.items():
         if env.get(var):
             try:
@@ -173,6 +175,8 @@ def load_settings(path: str | Path | None = None, **overrides) -> Settings:
         raise SettingsError("workers, encode_batch_max and request_threads must be >= 1; encode_batch_wait_ms, "
                             "embedding_cache_size and graceful_timeout_s must be >= 0; encode_replicas 0..16 "
                             "(0: one per core)")
+    if not 0.05 <= settings.gil_switch_interval_ms <= 100:
+        raise SettingsError("gil_switch_interval_ms must be between 0.05 and 100 (Python's default is 5)")
     if settings.rate_limit_per_s < 0 or settings.rate_limit_burst < 1:
         raise SettingsError("rate_limit_per_s must be >= 0 and rate_limit_burst >= 1")
     return settings

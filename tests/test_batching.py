@@ -340,3 +340,46 @@ def test_encoder_replicas_setting(monkeypatch):
     monkeypatch.setenv("LINGXI_ENCODE_REPLICAS", "-1")
     with pytest.raises(SettingsError, match="encode_replicas"):
         load_settings()
+
+
+def test_a_free_worker_leaves_the_busy_ones_their_share_of_the_queue():
+    """Two messages queued while both engines are busy: the first engine to free up takes one, not
+    both (a CPU batch costs the sum of its texts, so taking both would answer the first one late)."""
+    replicas = [_SlowReplica(0, per_text=0.05), _SlowReplica(1, per_text=0.05)]
+    enc = BatchingEncoder(replicas, max_batch=32, max_wait_ms=0.0)
+    try:
+        short = threading.Thread(target=enc.encode, args=(["a"],))  # one engine: 50 ms
+        long = threading.Thread(target=enc.encode, args=(["b", "b", "b", "b"],))  # the other: 200 ms
+        short.start()
+        long.start()
+        time.sleep(0.02)  # both engines busy now
+        got = _concurrently(lambda t: enc.encode([t]), ["c", "d"])
+        short.join()
+        long.join()
+    finally:
+        enc.close()
+    assert [row[0, 1] for row in got] == [1.0, 1.0]
+    sizes = sorted(n for r in replicas for *_, n in r.calls)
+    assert sizes == [1, 1, 1, 4], f"queued messages were batched together: {sizes}"
+
+
+def test_gil_switch_interval_setting_reaches_the_worker_process(monkeypatch, tmp_path):
+    import json
+    import sys
+
+    from lingxi.serving import server
+    from lingxi.serving.settings import SettingsError, load_settings
+
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().gil_switch_interval_ms == 0.5
+    monkeypatch.setenv("LINGXI_GIL_SWITCH_INTERVAL_MS", "0")
+    with pytest.raises(SettingsError, match="gil_switch_interval_ms"):
+        load_settings()
+    monkeypatch.setenv("LINGXI_GIL_SWITCH_INTERVAL_MS", "2")
+    monkeypatch.setenv(server.WORKER_ENV, json.dumps({"config": None, "overrides": {"home": str(tmp_path)}}))
+    before = sys.getswitchinterval()
+    try:
+        server.worker_app()
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+    finally:
+        sys.setswitchinterval(before)
