@@ -1,7 +1,7 @@
 """Load benchmark: ``/v1/parse`` and conversation messages under concurrent clients, with ``wrk``.
 
     python -m lingxi.evals.bench_load [--duration 20] [--clients 1,8,16] [--workers 1]
-                                      [--cache-size 0] [--batch-wait-ms 2] [--out FILE]
+                                      [--cache-size 0] [--batch-wait-ms MS] [--wrk-threads N] [--out FILE]
 
 Starts ``lingxi serve`` on loopback with the newest trained model in ``$LINGXI_HOME`` (trains the
 demo domain if there is none) and drives it with `wrk <https://github.com/wg/wrk>`_ (Debian package
@@ -117,11 +117,14 @@ def offline_throughput(encoders: list, texts: list[str], batch: int, seconds: fl
 
 
 def run_wrk(base: str, workdir: Path, mode: str, clients: int, seconds: float, turns: int,
-            think_ms: float = 0.0) -> dict:
+            think_ms: float = 0.0, threads: int | None = None) -> dict:
+    """One wrk run: ``clients`` connections served by ``threads`` wrk threads (default: one per core,
+    at most one per connection)."""
     script = workdir / f"{mode}-{clients}-{int(think_ms)}.lua"
     script.write_text(_LUA % {"mode": mode, "turns": turns, "think_ms": think_ms, "run": uuid.uuid4().hex[:6],
                               "bodies": workdir / f"{mode}.jsonl"}, "utf-8")
-    out = subprocess.run(["wrk", "-t", str(clients), "-c", str(clients), "-d", f"{seconds:.0f}s",
+    threads = min(clients, threads or os.cpu_count() or 1)
+    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{seconds:.0f}s",
                           "--timeout", "30s", "-s", str(script), base], capture_output=True, text=True, check=True)
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
@@ -182,7 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--cache-size", type=int, default=0, help="embedding cache entries in the server (0: off)")
     ap.add_argument("--batch-max", type=int, default=32)
-    ap.add_argument("--batch-wait-ms", type=float, default=2.0)
+    ap.add_argument("--batch-wait-ms", type=float, default=None,
+                    help="the server's encode_batch_wait_ms (default: the server's default)")
+    ap.add_argument("--half-rate", type=float, default=0.0,
+                    help="offered req/s of the half-load point (default: half the 16-client throughput); "
+                         "fix it to compare two builds at the same load")
+    ap.add_argument("--wrk-threads", type=int, default=0,
+                    help="wrk threads (default: one per core; wrk's own advice, and on 2 cores one thread per "
+                         "client took CPU from the server: see evals/RESULTS.md)")
     ap.add_argument("--replicas", type=int, default=0,
                     help="encoder engines in the server and the offline baseline (0: one per core, the server default)")
     ap.add_argument("--turns", type=int, default=6, help="messages per conversation")
@@ -205,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     from lingxi.training.bundle import latest_bundle_path, load_bundle
 
     settings = load_settings()
+    if args.batch_wait_ms is None:
+        args.batch_wait_ms = settings.encode_batch_wait_ms
     if latest_bundle_path(settings.models_path, settings.bot) is None:
         subprocess.run([sys.executable, "-m", "lingxi.serving.cli", "train", "--no-mlflow"], check=True)
     bundle = load_bundle(latest_bundle_path(settings.models_path, settings.bot))
@@ -239,12 +251,13 @@ def main(argv: list[str] | None = None) -> int:
                                "--workers", str(args.workers)], env, str(work / "server.log"))
     results: dict[str, list[dict]] = {}
     try:
-        run_wrk(base, work, "parse", 8, 3, args.turns)  # warm-up
+        wrk_threads = args.wrk_threads or None
+        run_wrk(base, work, "parse", 8, 3, args.turns, threads=wrk_threads)  # warm-up
         for route in routes:
             results[route] = []
             for c in clients:
                 before = _scrape(base)
-                r = run_wrk(base, work, route, c, args.duration, args.turns)
+                r = run_wrk(base, work, route, c, args.duration, args.turns, threads=wrk_threads)
                 r["mean_batch_size"] = _mean_batch(before, _scrape(base))
                 results[route].append(r)
                 print(f"{route:9} {c:>3} clients: {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f}  "
@@ -254,10 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         if "parse" in results and 16 in clients:
             full = next(r for r in results["parse"] if r["clients"] == 16)
             single = next((r for r in results["parse"] if r["clients"] == 1), full)
-            target = full["rps"] / 2
+            target = args.half_rate or full["rps"] / 2
             think = max(0.0, 16 / target * 1000 - single["p50_ms"])  # per-client cycle = latency + think
             before = _scrape(base)
-            half = run_wrk(base, work, "parse", 16, args.duration, args.turns, think_ms=think)
+            half = run_wrk(base, work, "parse", 16, args.duration, args.turns, think_ms=think, threads=wrk_threads)
             half["mean_batch_size"] = _mean_batch(before, _scrape(base))
             half["target_rps"] = round(target, 2)
             print(f"half load: offered ≈ {target:.1f} req/s, got {half['rps']:.1f}: p50 {half['p50_ms']:.2f}  "
@@ -283,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers": args.workers, "encoder_replicas": replicas, "offline_one_replica": round(one_replica, 1),
         "cache_size": args.cache_size, "batch_max": args.batch_max,
         "batch_wait_ms": args.batch_wait_ms, "duration_s": args.duration,
+        "wrk_threads": min(16, args.wrk_threads or os.cpu_count() or 1),
         "offline_texts_per_s": [round(x, 1) for x in offline], "offline_baseline": round(baseline, 1),
         "load": results, "half_load": half, "memory_per_worker": memory,
         "cache_lookups": cache,
