@@ -51,10 +51,18 @@ class LogRegHead(ClassifierMixin, BaseEstimator):
         coefficient columns, the sparse block (its column indices shifted past them) the rest."""
         check_is_fitted(self, "model_")
         coef = self.model_.coef_
-        z = dense @ coef[:, :dense.shape[1]].T
-        if grams is not None:
-            shifted = csr_matrix((grams.data, grams.indices + dense.shape[1], grams.indptr),
-                                 shape=(grams.shape[0], coef.shape[1]))
+        d = dense.shape[1]
+        z = dense @ coef[:, :d].T
+        if grams is not None and grams.shape[0] <= 16:
+            # a message hits a few dozen n-grams: gather their coefficient columns (no sparse matrix
+            # to build, which costs more than the product for one message)
+            z = np.array(z, dtype=np.float64)
+            for r in range(grams.shape[0]):
+                lo, hi = grams.indptr[r], grams.indptr[r + 1]
+                if hi > lo:
+                    z[r] += coef[:, d + grams.indices[lo:hi]] @ grams.data[lo:hi]
+        elif grams is not None:
+            shifted = csr_matrix((grams.data, grams.indices + d, grams.indptr), shape=(grams.shape[0], coef.shape[1]))
             z = z + shifted @ coef.T
         z = np.asarray(z) + self.model_.intercept_
         if z.shape[1] == 1:

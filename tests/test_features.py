@@ -34,6 +34,10 @@ def test_head_scores_the_unstacked_blocks_like_the_stacked_matrix():
         parts = head.logits_and_similarity_parts(*feats.transform_parts(queries, q))
         np.testing.assert_allclose(parts[0], stacked[0], atol=1e-5)
         np.testing.assert_allclose(parts[1], stacked[1], atol=1e-6)
+        many = queries * 5  # more than 16 rows: the sparse-product path
+        qq = np.tile(q, (5, 1))
+        np.testing.assert_allclose(head.logits_and_similarity_parts(*feats.transform_parts(many, qq))[0],
+                                   head.logits_and_similarity(feats.transform(many, qq))[0], atol=1e-5)
     binary = LogRegKnnHead(dense_dim=8).fit(feats.transform(train[:4], emb[:4]), ["a", "b", "a", "b"])
     np.testing.assert_allclose(binary.logits_and_similarity_parts(*feats.transform_parts(queries, q))[0],
                                binary.logits_and_similarity(feats.transform(queries, q))[0], atol=1e-5)
