@@ -16,6 +16,7 @@ exists, keys are always enforced. The guard also applies the per-key rate limit
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -27,12 +28,13 @@ from litestar.handlers.base import BaseRouteHandler
 from lingxi.dialogue.tenancy import current_tenant
 
 from .errors import ApiError
-from .keys import KeyCache
+from .keys import KeyCache, WouldWait
 from .limits import enforce_rate_limit
 from .settings import ApiKey
 
 ROLE_RANK = {"read": 0, "editor": 1, "reviewer": 2, "admin": 3}
 DEFAULT_TENANT = "default"
+_PENDING = object()  # authenticate: no answer yet from the no-wait read
 
 
 def key_digest(key: str) -> str:
@@ -69,7 +71,10 @@ class KeyRing:
     @property
     def enabled(self) -> bool:
         """Keys are required (config keys exist, or a key was ever created in the database)."""
-        return bool(self._digests) or (self.cache is not None and self.cache.has_keys())
+        return self._enabled()
+
+    def _enabled(self, nowait: bool = False) -> bool:
+        return bool(self._digests) or (self.cache is not None and self.cache.has_keys(nowait=nowait))
 
     def _config_match(self, digest: str) -> ApiKey | None:
         found = None
@@ -78,15 +83,16 @@ class KeyRing:
                 found = key
         return found
 
-    def identify(self, presented: str) -> Principal | None:
-        """The principal for a presented key, or None if unknown or revoked (may block on the key DB)."""
+    def identify(self, presented: str, nowait: bool = False) -> Principal | None:
+        """The principal for a presented key, or None if unknown or revoked (may block on the key DB;
+        with ``nowait``, raises :class:`~lingxi.serving.keys.WouldWait` instead)."""
         digest = key_digest(presented)
         key = self._config_match(digest)
         if key is not None:
             return Principal(key.name, key.role, key.tenant, f"config:{key.name}")
         if self.cache is None:
             return None
-        record = self.cache.lookup(digest)
+        record = self.cache.lookup(digest, nowait=nowait)
         if record is None or not record.active:
             return None
         return Principal(record.name, record.role, record.tenant, record.key_id)
@@ -98,18 +104,28 @@ class KeyRing:
             return None
         return ApiKey(name=found.name, role=found.role, tenant=found.tenant, sha256=key_digest(presented))
 
-    def resolve(self, presented: str | None) -> Principal | None:
-        """Blocking: the caller, :data:`ANONYMOUS` in open mode, or None when a valid key is missing."""
+    def resolve(self, presented: str | None, nowait: bool = False) -> Principal | None:
+        """Blocking: the caller, :data:`ANONYMOUS` in open mode, or None when a valid key is missing.
+        ``nowait``: raise :class:`~lingxi.serving.keys.WouldWait` rather than wait for the key DB."""
         if presented:
-            return self.identify(presented)
-        return None if self.enabled else ANONYMOUS
+            return self.identify(presented, nowait)
+        return None if self._enabled(nowait) else ANONYMOUS
 
     async def authenticate(self, presented: str | None) -> Principal:
-        """The caller, or 401 ``unauthorized``. The key database is read in a worker thread."""
+        """The caller, or 401 ``unauthorized``.
+
+        A SQLite key file is read on the event loop by a read that never waits (the key version, and
+        the key itself when the version moved); anything else, or a read that would wait, goes to a
+        worker thread. Either way the key version is read for every request."""
         if self.cache is None:
             found = self.resolve(presented)
         else:
-            found = await anyio.to_thread.run_sync(self.resolve, presented)
+            found = _PENDING
+            if self.cache.store.reads_without_waiting:
+                with contextlib.suppress(WouldWait):
+                    found = self.resolve(presented, nowait=True)
+            if found is _PENDING:
+                found = await anyio.to_thread.run_sync(self.resolve, presented)
         if found is None:
             if not presented:
                 raise ApiError(401, "unauthorized",

@@ -149,8 +149,8 @@ def test_an_unreachable_key_database_honours_recent_keys_for_the_grace_period(tm
     assert cache.lookup(digest(key)).key_id == record.key_id
     assert strict.lookup(digest(key)).key_id == record.key_id
     for c in (cache, strict):  # the database goes away: the file cannot be opened any more
-        c.store.engine.dispose()
-        c.store.engine = KeyStore(f"sqlite:///{tmp_path / 'gone' / 'missing' / 'keys.db'}").engine
+        c.store.dispose()
+        c.store = KeyStore(f"sqlite:///{tmp_path / 'gone' / 'missing' / 'keys.db'}")  # every engine of it
         c.retry_s = 0.0
     assert cache.lookup(digest(key)).key_id == record.key_id  # checked a moment ago: still honoured
     with pytest.raises(BackendUnavailable):
@@ -189,3 +189,59 @@ def test_the_cli_creates_lists_and_revokes(tmp_path, capsys):
     assert main(["--config", str(config), "keys", "create", "--name", "x", "--tenant", "Bad Tenant"]) == 2
     ring = KeyRing([], KeyCache(KeyStore(f"sqlite:///{tmp_path / 'cli-keys.db'}")))
     assert ring.identify(key) is None and ring.identify(made["key"]).tenant == "shop-b"
+
+
+def test_the_event_loop_reads_a_sqlite_key_file_itself_and_a_locked_file_goes_to_a_thread(db_url, monkeypatch):
+    import threading
+    import time
+
+    import anyio
+
+    from lingxi.serving.errors import ApiError
+
+    store = KeyStore(db_url).create_schema()
+    _, key = store.create("widget", "shop-a", "read")
+    ring = KeyRing([], KeyCache(KeyStore(db_url)))
+    assert ring.cache.store.reads_without_waiting and not KeyStore("sqlite://").reads_without_waiting
+    hops = []
+    real_run_sync = anyio.to_thread.run_sync
+
+    async def counted(fn, *args, **kwargs):
+        hops.append(fn)
+        return await real_run_sync(fn, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+
+    def who(presented):
+        return anyio.run(ring.authenticate, presented)
+
+    assert who(key).tenant == "shop-a" and len(hops) == 1  # first contact: the schema check runs in a thread
+    assert who(key).tenant == "shop-a" and len(hops) == 1  # then on the loop
+    store.revoke(store.list("shop-a")[0].key_id)
+    with pytest.raises(ApiError) as refused:
+        who(key)  # the revocation is seen at once on the loop's read too
+    assert refused.value.status == 401 and len(hops) == 1
+
+    _, fresh = store.create("widget 2", "shop-a", "read")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_file() -> None:  # an exclusive-mode writer: readers of the file must wait for it
+        conn = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("UPDATE lingxi_api_key_state SET version = version WHERE id = 1")
+        conn.execute("COMMIT")
+        locked.set()
+        release.wait(5)
+        conn.close()
+
+    store.dispose()  # open WAL connections would keep the exclusive lock from being taken
+    ring.cache.store.dispose()
+    holder = threading.Thread(target=hold_the_file)
+    holder.start()
+    assert locked.wait(5)
+    threading.Timer(0.3, release.set).start()
+    t0 = time.monotonic()
+    assert who(fresh).name == "widget 2"  # answered by the thread read, once the lock was released
+    assert len(hops) == 2 and time.monotonic() - t0 >= 0.25
+    holder.join()
