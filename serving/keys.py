@@ -121,7 +121,7 @@ def _nowait_engine(url: str) -> Engine | None:
     """For a SQLite *file*: a second engine whose reads give up at once instead of waiting for a lock
     (busy timeout 0). The file is in WAL mode (set by the main engine), where reads almost never
     wait, so the event loop can read the key version itself instead of hopping to a worker thread:
-    about 0.25 ms per request in a sequential in-process run (evals/RESULTS.md)."""
+    0.15-0.35 ms less per request in a sequential in-process run (evals/RESULTS.md)."""
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
@@ -135,8 +135,9 @@ class KeyStore:
     """The key table and its version counter. Thread-safe (one connection per call).
 
     ``version`` and ``find`` take ``nowait=True`` for callers on an event loop: on a SQLite file they
-    read through an engine that never waits for a lock, and raise :class:`WouldWait` instead of
-    waiting (or on any other store); the caller then reads normally in a worker thread.
+    read through an engine that never waits for a lock (a busy file fails at once with the driver's
+    "database is locked"); on any other store they raise :class:`WouldWait`. :class:`KeyCache` turns
+    either failure into :class:`WouldWait`, and the caller reads normally in a worker thread.
     """
 
     def __init__(self, url: str, engine: Engine | None = None) -> None:
