@@ -131,7 +131,7 @@ def run_wrk(base: str, workdir: Path, mode: str, clients: int, seconds: float, t
         raise SystemExit(f"wrk printed no result:\n{out.stdout}\n{out.stderr}")
     r = json.loads(line[len("RESULT "):])
     errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
-    return {"clients": clients, "think_ms": round(think_ms, 1), "requests": r["requests"],
+    return {"clients": clients, "wrk_threads": threads, "think_ms": round(think_ms, 1), "requests": r["requests"],
             "rps": round(r["requests"] / (r["duration_us"] / 1e6), 2), "errors": errors,
             "p50_ms": r["p50_us"] / 1000, "p90_ms": r["p90_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
             "max_ms": r["max_us"] / 1000, "mean_ms": round(r["mean_us"] / 1000, 3)}
@@ -296,7 +296,6 @@ def main(argv: list[str] | None = None) -> int:
         "workers": args.workers, "encoder_replicas": replicas, "offline_one_replica": round(one_replica, 1),
         "cache_size": args.cache_size, "batch_max": args.batch_max,
         "batch_wait_ms": args.batch_wait_ms, "duration_s": args.duration,
-        "wrk_threads": min(16, args.wrk_threads or os.cpu_count() or 1),
         "offline_texts_per_s": [round(x, 1) for x in offline], "offline_baseline": round(baseline, 1),
         "load": results, "half_load": half, "memory_per_worker": memory,
         "cache_lookups": cache,
