@@ -134,8 +134,7 @@ class DialogueEngine:
             ctx = ParseContext(language=msg.language, channel=s.channel, visitor_tags=s.tags,
                                timestamp=s.moment, conversation_id=cid)
             self.policy.on_message(turn, text, payload, ctx)
-            self.store.save(tracker)
-            return self._result(turn, created)
+            return self._save_and_result(turn, created)
 
     def handle_behaviour(self, cid: str, ev: BehaviourIn) -> TurnResult:
         ts = _ts(ev.timestamp, self.clock)
@@ -150,8 +149,7 @@ class DialogueEngine:
             decision = "proactive" if fired else ("silent" if turn.state.handoff else "none")
             turn.decide(decision)
             turn.emit(TurnDecided(ts=ts, decision=decision, trace=tuple(turn.trace)))
-            self.store.save(tracker)
-            return self._result(turn, False)
+            return self._save_and_result(turn, False)
 
     def release(self, cid: str, by: str = "agent", note: str = "", timestamp: datetime | float | None = None,
                 say: str | None = None) -> TurnResult:
@@ -171,8 +169,7 @@ class DialogueEngine:
                     turn.say(say)
                 turn.decide("released")
             turn.emit(TurnDecided(ts=ts, decision=turn.decision or "none", trace=tuple(turn.trace)))
-            self.store.save(tracker)
-            return self._result(turn, False)
+            return self._save_and_result(turn, False)
 
     def open(self, cid: str, msg: MessageIn) -> TurnResult:
         """Start a conversation (the chat window opened): the welcome and menu, no customer text yet."""
@@ -189,8 +186,7 @@ class DialogueEngine:
             else:
                 turn.decide("silent")
             turn.emit(TurnDecided(ts=ts, decision=turn.decision, trace=tuple(turn.trace)))
-            self.store.save(tracker)
-            return self._result(turn, created)
+            return self._save_and_result(turn, created)
 
     # ------------------------------------------------------------------ internals
     def _begin(self, tracker: Tracker, nlu: NLU | None, ts: float, channel: str | None, language: str | None,
@@ -218,7 +214,7 @@ class DialogueEngine:
                 self._link_visitor(tracker, identities, keys, ts, tentative)
         s = tracker.state
         tentative.situation = situation(self.spec, s.channel, s.tags, ts)
-        tentative.start_index = len(tracker.tail)
+        tentative.start_seq = tracker.event_count
         return tentative
 
     def _link_visitor(self, tracker: Tracker, identities: Sequence[Identity], keys: tuple[str, ...], ts: float,
@@ -246,10 +242,16 @@ class DialogueEngine:
                                  last_at=s.last_event_at or 0.0, intents=intents, slots=dict(s.slots),
                                  last_user_text=last_user, handed_off=s.handoffs > 0)
 
-    def _result(self, turn: Turn, created: bool) -> TurnResult:
+    def _save_and_result(self, turn: Turn, created: bool) -> TurnResult:
+        """Save the turn's events, then describe the turn. The events are taken before the save,
+        which may snapshot the tracker and drop them from its in-memory tail."""
+        new = list(turn.new_events)
+        self.store.save(turn.tracker)
+        return self._result(turn, created, new)
+
+    def _result(self, turn: Turn, created: bool, new: list) -> TurnResult:
         tracker = turn.tracker
         state = tracker.state
-        new = turn.new_events
         messages = []
         for e in new:
             if isinstance(e, BotUttered):
@@ -267,6 +269,7 @@ class DialogueEngine:
         frame = state.active_flow
         return TurnResult(
             conversation_id=tracker.conversation_id, messages=messages, decision=turn.decision or "none",
-            intent=turn.intent, trace=list(turn.trace), silent=not messages, handoff=payload,
+            intent=turn.intent, trace=list(turn.trace), silent=state.handoff is not None and not messages,
+            handoff=payload,
             active_flow=frame.flow if frame else None, slots=dict(state.slots), created=created, parse=turn.parse,
         )

@@ -105,7 +105,7 @@ class TurnResult(msgspec.Struct):
     decision: str
     intent: str | None
     trace: list[TraceStep]
-    silent: bool = False
+    silent: bool = False  # a human holds the conversation and the bot said nothing; never set otherwise
     handoff: HandoffPayload | None = None
     active_flow: str | None = None
     slots: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -129,11 +129,11 @@ class Turn:
     parse: ParseSummary | None = None
     text: str = ""
     human_request: bool = False
-    start_index: int = 0
+    start_seq: int = 0  # the conversation's event count when the turn began (absolute, not a tail index)
     resume_note: str | None = None  # "我们继续刚才的…：" waiting to prefix the next question
 
     def __post_init__(self) -> None:
-        self.start_index = len(self.tracker.tail)
+        self.start_seq = self.tracker.event_count
 
     @property
     def state(self) -> DialogueState:
@@ -183,4 +183,6 @@ class Turn:
 
     @property
     def new_events(self) -> list[Event]:
-        return self.tracker.tail[self.start_index:]
+        """The events this turn appended. Read them before the store saves the tracker: a save may
+        take a snapshot and drop the in-memory tail before it (``Tracker.rebase``)."""
+        return self.tracker.tail[max(0, self.start_seq - self.tracker.base_seq):]

@@ -100,3 +100,18 @@ def fresh_pg_database():
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def demo_spec():
+    """The demo domain's dialogue config (flows, texts, routing), checked against its intents and rules."""
+    from lingxi.datasets.dialogue_files import load_dialogue
+    from lingxi.datasets.domain import demo_domain_path, load_domain
+
+    domain = load_domain(demo_domain_path())
+    return load_dialogue(demo_domain_path(), set(domain.intent_names), {r.id for r in domain.rules})
+
+
+@pytest.fixture(scope="session")
+def demo_knowledge():
+    return None

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import textwrap
 
-import pytest
-
-from lingxi.datasets.dialogue_files import load_conversation_tests, load_dialogue
-from lingxi.datasets.domain import demo_domain_path, load_domain
+from lingxi.datasets.dialogue_files import load_conversation_tests
+from lingxi.datasets.domain import demo_domain_path
 from lingxi.dialogue.testing import format_report, run_tests
-
-
-@pytest.fixture(scope="module")
-def demo_spec():
-    domain = load_domain(demo_domain_path())
-    return load_dialogue(demo_domain_path(), set(domain.intent_names), {r.id for r in domain.rules})
 
 
 def test_every_demo_conversation_test_passes(demo_pipeline, demo_spec):
