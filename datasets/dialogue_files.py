@@ -20,15 +20,16 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from lingxi.nlu.texts import Text  # one text, or per language: {zh: ..., en: ...}
+
 from .domain import WEEKDAYS, DomainError, Problem, RuleConditions, TimeWindow, locate, read_yaml
 
-Text = str | dict[str, str]  # one text, or per language: {zh: ..., en: ...}
 Priority = Literal["low", "normal", "high", "urgent"]
 PRIORITIES: tuple[str, ...] = ("low", "normal", "high", "urgent")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TEMPLATE_VAR = re.compile(r"\{(\w+)(?:\|(\w+))?\}")
-BUILTIN_VARS = {"flow", "category", "last_topic", "hours"}
+BUILTIN_VARS = {"flow", "category", "last_topic", "hours", "option"}
 
 
 class _Spec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
@@ -100,6 +101,7 @@ class StepSpec(_Spec, kw_only=True):
     max_retries: int = 2
     on_failure: str | None = None
     skip_if_filled: bool = True
+    optional: bool = False  # the customer may skip the question (a 跳过 button, skip words); said, never silent
     # action
     on_error: str | None = None
     # article / handoff / end message
@@ -108,6 +110,7 @@ class StepSpec(_Spec, kw_only=True):
     reason: str | None = None
     skill_group: str | None = None
     priority: Priority | None = None
+    summary: Text | None = None  # the handoff's summary, a template over slots (e.g. the customer's message)
 
     @property
     def kind(self) -> str:
@@ -122,7 +125,7 @@ class FlowTrigger(_Spec, kw_only=True):
 
 class FlowSpec(_Spec, kw_only=True):
     id: str
-    name: str | None = None
+    name: Text | None = None  # how the bot names the flow to the customer ("我们继续刚才的{flow}")
     description: str | None = None
     trigger: FlowTrigger = msgspec.field(default_factory=FlowTrigger)
     steps: list[StepSpec]
@@ -164,6 +167,7 @@ class WelcomeSpec(_Spec, kw_only=True):
 class MenuSpec(_Spec, kw_only=True):
     question: Text = "请问您想咨询哪类问题？"
     categories: list[str] = msgspec.field(default_factory=list)
+    labels: dict[str, Text] = msgspec.field(default_factory=dict)  # a category's button title, per language
     category_question: Text = "请问是{category}的哪方面问题？"
 
 
@@ -240,8 +244,11 @@ class SentimentConfig(_Spec, kw_only=True):
 
 
 class KnowledgeConfig(_Spec, kw_only=True):
-    min_score: float = 0.5
-    max_articles: int = 1
+    """How the bot uses the knowledge base in a conversation. When to answer with an article is not
+    set here: it is fitted on held-out questions (``lingxi.dialogue.calibration``)."""
+
+    enabled: bool = True
+    max_suggestions: int = 3  # article cards after a fallback (only those above the fitted cut-off)
 
 
 class DialogueFile(_Spec, kw_only=True):
@@ -259,12 +266,15 @@ class DialogueFile(_Spec, kw_only=True):
     texts: dict[str, Text] = msgspec.field(default_factory=dict)
     cancel_words: list[str] | None = None
     back_words: list[str] | None = None
+    skip_words: list[str] | None = None
+    chitchat_intents: list[str] | None = None  # small talk: never a clarification option or a side question in a flow
     handoff: HandoffConfig | None = None
     routing: list[RouteRule] = msgspec.field(default_factory=list)
     context_rules: list[ContextRule] = msgspec.field(default_factory=list)
     triggers: list[TriggerSpec] = msgspec.field(default_factory=list)
     sentiment: SentimentConfig | None = None
     knowledge: KnowledgeConfig | None = None
+    traditional_replies: bool | None = None  # answer a message in traditional characters in traditional
 
 
 DEFAULT_TEXTS: dict[str, Text] = {
@@ -283,12 +293,19 @@ DEFAULT_TEXTS: dict[str, Text] = {
     "flow_failed": {"zh": "抱歉，这一步多次没能识别，我先为您结束当前流程。", "en": "Sorry, I couldn't get that; let's stop here."},
     "back": {"zh": "好的，回到上一步。", "en": "OK, going back one step."},
     "back_unavailable": {"zh": "已经没有上一步了。", "en": "There is no earlier step."},
-    "article_intro": {"zh": "为您找到这篇帮助文章：", "en": "This article may help:"},
+    "article_intro": {"zh": "为您找到这篇帮助文章：", "en": "This help article should answer it:"},
+    "clarify_question": {"zh": "您是想问以下哪个问题？", "en": "Did you mean one of these?"},
+    "confirm_question": {"zh": "您是想问「{option}」吗？", "en": "Did you mean \"{option}\"?"},
+    "suggestions": {"zh": "您也可以看看这些帮助文章：", "en": "These help articles may be related:"},
+    "skip_button": {"zh": "跳过", "en": "Skip"},
+    "skipped": {"zh": "好的，这一项先不填。", "en": "OK, let's skip that."},
+    "continue_prompt": {"zh": "如需继续，", "en": "To continue, "},
 }
 
 DEFAULT_CANCEL = ["算了", "取消", "不用了", "不要了", "不办了", "不弄了", "先不了", "退出", "不需要了", "cancel",
                   "stop", "never mind", "forget it"]
 DEFAULT_BACK = ["上一步", "返回上一步", "回到上一步", "back"]
+DEFAULT_SKIP = ["跳过", "跳过吧", "不留了", "不想留", "不方便留", "skip", "no thanks"]
 
 
 @dataclass
@@ -306,12 +323,15 @@ class DialogueSpec:
     texts: dict[str, Text] = field(default_factory=lambda: dict(DEFAULT_TEXTS))
     cancel_words: list[str] = field(default_factory=lambda: list(DEFAULT_CANCEL))
     back_words: list[str] = field(default_factory=lambda: list(DEFAULT_BACK))
+    skip_words: list[str] = field(default_factory=lambda: list(DEFAULT_SKIP))
+    chitchat_intents: list[str] = field(default_factory=lambda: ["greet", "thanks", "goodbye"])
     handoff: HandoffConfig = field(default_factory=HandoffConfig)
     routing: list[RouteRule] = field(default_factory=list)
     context_rules: list[ContextRule] = field(default_factory=list)
     triggers: list[TriggerSpec] = field(default_factory=list)
     sentiment: SentimentConfig = field(default_factory=SentimentConfig)
     knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
+    traditional_replies: bool = False
     root: Path | None = None
     locations: dict[str, tuple[str, int]] = field(default_factory=dict)
 
@@ -359,7 +379,8 @@ def _merge(spec: DialogueSpec, part: DialogueFile, display: str, node: yaml.Node
            problems: list[Problem]) -> None:
     loc = spec.locations
     for key in ("timezone", "business_hours", "session_timeout_minutes", "welcome", "menu", "handoff",
-                "sentiment", "knowledge", "cancel_words", "back_words"):
+                "sentiment", "knowledge", "cancel_words", "back_words", "skip_words", "chitchat_intents",
+                "traditional_replies"):
         value = getattr(part, key)
         if value is not None:
             setattr(spec, key, value)

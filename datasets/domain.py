@@ -20,6 +20,8 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from lingxi.nlu.texts import Text
+
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
@@ -33,12 +35,16 @@ class _Spec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 
 class IntentSpec(_Spec):
+    """``label`` and ``response`` are one text or per language (``{zh: …, en: …}``); ``article`` is
+    the intent's own help article (its card goes with the answer)."""
+
     name: str
     examples: list[str]
-    label: str | None = None
+    label: Text | None = None
     category: str | None = None
     description: str | None = None
-    response: str | None = None
+    response: Text | None = None
+    article: str | None = None
 
 
 class TimeWindow(_Spec):
@@ -60,7 +66,7 @@ class RuleSpec(_Spec):
     match: Literal["exact", "contains", "regex"]
     patterns: list[str]
     priority: int = 0
-    response: str | None = None
+    response: Text | None = None
     article: str | None = None
     intent: str | None = None
     conditions: RuleConditions | None = None
@@ -78,6 +84,7 @@ class CategorySpec(_Spec):
     such vague messages; they train a class ``clarify:<name>`` that triggers the menu."""
 
     name: str
+    label: Text | None = None  # the button title in menus (default: the name)
     clarify: list[str] = msgspec.field(default_factory=list)
     examples: list[str] = msgspec.field(default_factory=list)  # vague messages: "账号有点问题"
 
@@ -85,6 +92,24 @@ class CategorySpec(_Spec):
 class HeldoutExample(_Spec):
     text: str
     intent: str
+
+
+class ArticleQuestion(_Spec):
+    """A held-out question answered by a help article (``article``: one id, or several that answer it equally)."""
+
+    text: str
+    article: str | list[str]
+
+    @property
+    def articles(self) -> list[str]:
+        return [self.article] if isinstance(self.article, str) else list(self.article)
+
+
+class VagueQuestion(_Spec):
+    """A held-out vague message: the right reply asks which of ``category``'s menu items is meant."""
+
+    text: str
+    category: str
 
 
 class DomainFile(_Spec):
@@ -100,6 +125,8 @@ class DomainFile(_Spec):
     entities: list[EntityPatternSpec] = msgspec.field(default_factory=list)
     categories: list[CategorySpec] = msgspec.field(default_factory=list)
     examples: list[HeldoutExample] = msgspec.field(default_factory=list)
+    article_questions: list[ArticleQuestion] = msgspec.field(default_factory=list)
+    vague_questions: list[VagueQuestion] = msgspec.field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -386,6 +413,38 @@ def load_eval_set(root: str | Path) -> tuple[list[HeldoutExample], list[str]]:
     if problems:
         raise DomainError(problems)
     return examples, oos
+
+
+@dataclass
+class CalibrationSet:
+    """Everything held out in ``eval/``: what the bot's answer arbitration is calibrated on."""
+
+    examples: list[HeldoutExample] = field(default_factory=list)
+    out_of_scope: list[str] = field(default_factory=list)
+    article_questions: list[ArticleQuestion] = field(default_factory=list)
+    vague_questions: list[VagueQuestion] = field(default_factory=list)
+
+
+def load_calibration_set(root: str | Path) -> CalibrationSet:
+    """Held-out intent questions, out-of-scope requests, article questions and vague messages from
+    ``root/eval/`` (empty when absent). Training reads none of them."""
+    root = Path(root)
+    out = CalibrationSet()
+    problems: list[Problem] = []
+    for path in sorted((root / "eval").glob("*.y*ml")) if (root / "eval").is_dir() else []:
+        display = str(path.relative_to(root))
+        try:
+            spec, _ = read_yaml(path, display, DomainFile)
+        except DomainError as exc:
+            problems.extend(exc.problems)
+            continue
+        out.examples.extend(spec.examples)
+        out.out_of_scope.extend(spec.out_of_scope)
+        out.article_questions.extend(spec.article_questions)
+        out.vague_questions.extend(spec.vague_questions)
+    if problems:
+        raise DomainError(problems)
+    return out
 
 
 def demo_domain_path() -> Path:

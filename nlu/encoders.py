@@ -275,3 +275,31 @@ def build_encoders(configs: Sequence[EncoderConfig]) -> Encoder:
     """One encoder from a list of configs (a :class:`ConcatEncoder` when there are several)."""
     built = [build_encoder(c) for c in configs]
     return built[0] if len(built) == 1 else ConcatEncoder(built)
+
+
+def encoder_layout(encoder: Encoder) -> tuple[tuple[str, int], ...]:
+    """``(name, dim)`` of each encoder whose embedding is part of ``encoder``'s, in column order.
+
+    Looks through serving wrappers (batcher, cache: anything with ``inner``), so a consumer that
+    holds its own copy of one of the parts (the knowledge base's e5) can reuse that slice of an
+    embedding instead of encoding the same text again.
+    """
+    inner = encoder
+    while hasattr(inner, "inner"):
+        inner = inner.inner  # type: ignore[attr-defined]
+    parts = getattr(inner, "encoders", None)
+    if isinstance(inner, ConcatEncoder) and parts:
+        return tuple((e.name, int(e.dim)) for e in parts)
+    return ((inner.name, int(inner.dim)),)
+
+
+def split_embedding(row: np.ndarray, layout: Sequence[tuple[str, int]]) -> dict[str, np.ndarray]:
+    """One embedding row cut into its parts (each L2-normalised again), by encoder name."""
+    out: dict[str, np.ndarray] = {}
+    start = 0
+    for name, dim in layout:
+        part = np.asarray(row[start:start + dim], dtype=np.float32)
+        start += dim
+        norm = float(np.linalg.norm(part))
+        out[name] = part / norm if norm > 0 else part
+    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 
 _WS = re.compile(r"\s+")
 # a run of 2+ identical punctuation marks ("？？？", "!!!", "。。。") collapses to one
@@ -108,3 +108,22 @@ def fold_width(text: str) -> str:
         folded = unicodedata.normalize("NFKC", ch)
         out.append(folded if len(folded) == 1 else ch)
     return "".join(out)
+
+
+@cache
+def _converter(config: str):
+    import opencc
+
+    return opencc.OpenCC(config)
+
+
+def is_traditional(text: str) -> bool:
+    """Whether the text is written in traditional characters (some of its Han characters have a
+    different simplified form): 優惠券怎麼用 yes, 优惠券怎么用 and 好的 no."""
+    han = "".join(_HAN.findall(text))
+    return bool(han) and _converter("t2s").convert(han) != han
+
+
+def to_traditional(text: str) -> str:
+    """Simplified → traditional characters (OpenCC ``s2t``), for domains that answer in kind."""
+    return _converter("s2t").convert(text) if _HAN.search(text) else text

@@ -23,11 +23,12 @@ import msgspec
 import numpy as np
 
 from .decision import is_intent
-from .encoders import Encoder
+from .encoders import Encoder, encoder_layout, split_embedding
 from .entities import EntityExtractor
 from .intent import IntentModel
 from .normalize import Normalizer, detect_language, fold_width
 from .rules import KeywordRules, RuleContext, RuleMatch
+from .texts import Text, pick_text
 
 DecisionKind = Literal["answer", "clarify", "out_of_scope", "rule"]
 MatchType = Literal["INTENT", "DIRECT_INTENT", "CLARIFY", "NO_MATCH", "KEYWORD_RULE"]
@@ -56,6 +57,7 @@ class ClarifyOption(msgspec.Struct):
 class Clarification(msgspec.Struct):
     question: str
     options: list[ClarifyOption]
+    category: str | None = None  # the options are this category's guided menu (the operator's 引导问题)
 
 
 class EntityOut(msgspec.Struct):
@@ -106,9 +108,15 @@ class ParseContext:
 
 @dataclass
 class IntentMeta:
-    label: str
+    """``label`` and ``response``: one text or per language; ``article``: the intent's own help article."""
+
+    label: Text
     category: str | None = None
-    response: str | None = None
+    response: Text | None = None
+    article: str | None = None
+
+    def label_in(self, language: str | None) -> str:
+        return pick_text(self.label, language)
 
 
 @dataclass
@@ -125,6 +133,10 @@ class NLUPipeline:
     ranking_size: int = 5
     clarify_menus: dict[str, list[str]] = field(default_factory=dict)
     _encode_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _layout: tuple[tuple[str, int], ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        self._layout = encoder_layout(self.encoder)
 
     def warmup(self) -> None:
         """Pay one-off costs (lazy regexes, OpenCC, first encoder call) before traffic arrives."""
@@ -153,6 +165,21 @@ class NLUPipeline:
         except StopIteration as done:
             return done.value
 
+    def parse_with_vectors(self, text: str, ctx: ParseContext) -> tuple[ParseResult, dict[str, np.ndarray]]:
+        """:meth:`parse`, plus the message's query embedding cut into its encoders' parts (by encoder
+        name; empty for a button payload, which is never encoded). The conversation turn hands them
+        to the knowledge base, whose e5 is one of the parts, so a message is encoded once."""
+        steps = self._steps(text, ctx)
+        vectors: dict[str, np.ndarray] = {}
+        try:
+            query = next(steps)
+            while True:
+                emb = self._encode(query)
+                vectors = split_embedding(emb[0], self._layout)
+                query = steps.send(emb)
+        except StopIteration as done:
+            return done.value, vectors
+
     async def aparse(self, text: str, ctx: ParseContext) -> ParseResult:
         """Parse on the event loop: the CPU-light steps run inline, the encoder call is awaited.
 
@@ -175,7 +202,7 @@ class NLUPipeline:
         timing: dict[str, float] = {}
         normalized = self.normalizer(text)
         language = ctx.language or detect_language(normalized)
-        rule_ctx = RuleContext(ctx.channel, ctx.visitor_tags, ctx.timestamp)
+        rule_ctx = RuleContext(ctx.channel, ctx.visitor_tags, ctx.timestamp, language)
         hits = self.rules.match(normalized, rule_ctx)
         t1 = time.perf_counter()
         timing["rules"] = (t1 - t0) * 1000
@@ -188,10 +215,10 @@ class NLUPipeline:
             all_probs, similarity = self.model.predict_scores([normalized], emb)
             probs = all_probs[0]
             decision = self.model.decide(probs, None if similarity is None else float(similarity[0]))
-            ranking = self._ranking(probs)
+            ranking = self._ranking(probs, language)
             timing["classify"] = (time.perf_counter() - t2) * 1000
         else:
-            ranking = [IntentScore(direct, 1.0, self._label(direct))]
+            ranking = [IntentScore(direct, 1.0, self._label(direct, language))]
             decision = None
         t3 = time.perf_counter()
         entities = [EntityOut(e.entity, e.value, e.text, e.start, e.end, e.confidence, e.extractor)
@@ -204,29 +231,30 @@ class NLUPipeline:
             kind: DecisionKind = "answer"
             intent = ranking[0]
             match = Match("DIRECT_INTENT", 1.0)
-            response = self._intent_reply(direct)
+            response = self._intent_reply(direct, language)
         elif hits and (hits[0].response or hits[0].article or hits[0].intent):
             top_rule = hits[0]
             kind = "rule"
             name = top_rule.intent or (decision.intent if decision.kind != "out_of_scope" else None)
             conf = 1.0 if top_rule.intent else (decision.confidence if name else 0.0)
-            intent = IntentScore(name or OUT_OF_SCOPE_INTENT, round(conf, 4), self._label(name) if name else None)
+            intent = IntentScore(name or OUT_OF_SCOPE_INTENT, round(conf, 4), self._label(name, language) if name else None)
             match = Match("KEYWORD_RULE", 1.0)
             response = Reply(top_rule.response, top_rule.article) if (top_rule.response or top_rule.article) \
-                else self._intent_reply(top_rule.intent)
+                else self._intent_reply(top_rule.intent, language)
         elif decision.kind == "answer":
             kind = "answer"
-            intent = IntentScore(decision.intent, round(decision.confidence, 4), self._label(decision.intent))
+            intent = IntentScore(decision.intent, round(decision.confidence, 4), self._label(decision.intent, language))
             match = Match("INTENT", intent.confidence)
-            response = self._intent_reply(decision.intent)
+            response = self._intent_reply(decision.intent, language)
         elif decision.kind == "clarify":
             kind = "clarify"
-            intent = IntentScore(decision.intent, round(decision.confidence, 4), self._label(decision.intent))
+            intent = IntentScore(decision.intent, round(decision.confidence, 4), self._label(decision.intent, language))
             match = Match("CLARIFY", intent.confidence)
+            names, menu = self._clarify_options(decision.intent, decision.options, decision.category)
             clarification = Clarification(
                 CLARIFY_QUESTION.get(language, CLARIFY_QUESTION["zh"]),
-                [ClarifyOption(name, self._label(name), f"/{name}")
-                 for name in self._clarify_options(decision.intent, decision.options, decision.category)],
+                [ClarifyOption(name, self._label(name, language), f"/{name}") for name in names],
+                menu,
             )
         else:
             kind = "out_of_scope"
@@ -250,44 +278,48 @@ class NLUPipeline:
             conversation_id=ctx.conversation_id,
         )
 
-    def _clarify_options(self, top: str | None, candidates: tuple[str, ...], category: str | None) -> list[str]:
+    def _clarify_options(self, top: str | None, candidates: tuple[str, ...], category: str | None
+                         ) -> tuple[list[str], str | None]:
         """The operator's guided menu of the recognised vague category, or of the top candidate's
-        category when most candidates share it; otherwise the model's own candidates."""
+        category when most candidates share it; otherwise the model's own candidates. Also says
+        which category's menu was used (None for the model's candidates)."""
         if category and self.clarify_menus.get(category):
-            return self.clarify_menus[category][:4]
+            return self.clarify_menus[category][:4], category
         meta = self.intents.get(top) if top else None
         menu = self.clarify_menus.get(meta.category) if meta and meta.category else None
         if not menu:
-            return list(candidates)
+            return list(candidates), None
         same = sum(1 for c in candidates if (m := self.intents.get(c)) and m.category == meta.category)
         if same * 2 < len(candidates):
-            return list(candidates)
+            return list(candidates), None
         options = list(menu) if top in menu else [top, *menu]
-        return options[:4]
+        return options[:4], meta.category
 
     def _direct_intent(self, text: str) -> str | None:
         if text.startswith("/") and text[1:] in self.intents:
             return text[1:]
         return None
 
-    def _label(self, name: str | None) -> str:
+    def _label(self, name: str | None, language: str | None = None) -> str:
         if name is None:
             return ""
         meta = self.intents.get(name)
-        return meta.label if meta else name
+        return meta.label_in(language) if meta else name
 
-    def _intent_reply(self, name: str | None) -> Reply | None:
+    def _intent_reply(self, name: str | None, language: str | None = None) -> Reply | None:
         meta = self.intents.get(name) if name else None
-        return Reply(meta.response) if meta and meta.response else None
+        if meta is None or not (meta.response or meta.article):
+            return None
+        return Reply(pick_text(meta.response, language) or None, meta.article)
 
-    def _ranking(self, probs: np.ndarray) -> list[IntentScore]:
+    def _ranking(self, probs: np.ndarray, language: str | None = None) -> list[IntentScore]:
         order = np.argsort(-probs)
         out: list[IntentScore] = []
         for i in order:
             name = self.model.classes_[i]
             if not is_intent(name):
                 continue
-            out.append(IntentScore(name, round(float(probs[i]), 4), self._label(name)))
+            out.append(IntentScore(name, round(float(probs[i]), 4), self._label(name, language)))
             if len(out) >= self.ranking_size:
                 break
         return out

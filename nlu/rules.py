@@ -20,6 +20,8 @@ import msgspec
 
 from lingxi.datasets.domain import WEEKDAYS, RuleConditions, RuleSpec
 
+from .texts import pick_text
+
 _WORDCHAR = re.compile(r"[a-z0-9]", re.IGNORECASE)
 
 
@@ -30,6 +32,7 @@ class RuleContext:
     channel: str | None = None
     visitor_tags: frozenset[str] = frozenset()
     timestamp: datetime | None = None
+    language: str | None = None  # picks a rule's reply when it is given per language
 
 
 class RuleMatch(msgspec.Struct, frozen=True):
@@ -147,5 +150,5 @@ class KeywordRules:
             if not conditions_hold(rule.conditions, ctx, now):
                 continue
             seen[rule_id] = RuleMatch(rule_id, kind, raw, start, end, rule.priority,
-                                      rule.response, rule.article, rule.intent)
+                                      pick_text(rule.response, ctx.language) or None, rule.article, rule.intent)
         return sorted(seen.values(), key=lambda m: (-m.priority, m.start, m.rule_id))

@@ -31,6 +31,7 @@ from lingxi.nlu.decision import DecisionPolicy, Thresholds
 from lingxi.nlu.encoders import EncoderConfig
 from lingxi.nlu.intent import HeadConfig, IntentModel
 from lingxi.nlu.normalize import NormalizerConfig
+from lingxi.nlu.texts import Text
 
 FORMAT_VERSION = 1
 BUNDLED = "bundle:"  # an encoder ``model`` starting with this lives inside the bundle folder
@@ -42,10 +43,13 @@ class BundleError(RuntimeError):
 
 @dataclass
 class IntentInfo:
+    """What a server says about an intent: ``label`` and ``response`` are one text or per language."""
+
     name: str
-    label: str
+    label: Text
     category: str | None = None
-    response: str | None = None
+    response: Text | None = None
+    article: str | None = None  # the intent's own help article
 
 
 @dataclass
@@ -74,7 +78,7 @@ class ModelBundle:
 
 
 def intent_infos(specs: list[IntentSpec]) -> list[IntentInfo]:
-    return [IntentInfo(s.name, s.label or s.name, s.category, s.response) for s in specs]
+    return [IntentInfo(s.name, s.label or s.name, s.category, s.response, s.article) for s in specs]
 
 
 def new_version(content_hint: str = "") -> str:
