@@ -38,6 +38,7 @@ TRANSITION_ROLE: dict[tuple[str, str], str] = {
 }
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$")
 
 
 class MediaRef(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -48,8 +49,17 @@ class MediaRef(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     title: str = ""
 
 
+class ArticleTranslation(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    """The article in another language: searched as well, and shown to customers who write in it."""
+
+    title: str
+    body: str = ""
+    variants: list[str] = msgspec.field(default_factory=list)
+
+
 class ArticleContent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """What an editor writes. ``channels`` empty = visible everywhere; ``boost`` in [-1, 1]."""
+    """What an editor writes. ``channels`` empty = visible everywhere; ``boost`` in [-1, 1];
+    ``translations``: the article in other languages, by code (``{"en": {title, body, variants}}``)."""
 
     title: str
     body: str = ""
@@ -63,6 +73,12 @@ class ArticleContent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     media: list[MediaRef] = msgspec.field(default_factory=list)
     products: list[str] = msgspec.field(default_factory=list)  # product ids/categories it is about
     pages: list[str] = msgspec.field(default_factory=list)  # page paths it helps on, e.g. /checkout
+    translations: dict[str, ArticleTranslation] = msgspec.field(default_factory=dict)
+
+    def in_language(self, language: str | None) -> tuple[str, str]:
+        """(title, body) in ``language`` when translated, else the article's own."""
+        t = self.translations.get(language or "")
+        return (t.title, t.body or self.body) if t is not None and t.title else (self.title, self.body)
 
 
 CONTENT_FIELDS: tuple[str, ...] = ArticleContent.__struct_fields__
@@ -198,6 +214,9 @@ def clean_content(content: ArticleContent) -> ArticleContent:
         intents=_clean_list(content.intents),
         products=_clean_list(content.products),
         pages=_clean_list(content.pages),
+        translations={lang.strip().lower(): ArticleTranslation(title=t.title.strip(), body=t.body.strip(),
+                                                               variants=_clean_list(t.variants))
+                      for lang, t in content.translations.items()},
     )
 
 
@@ -224,6 +243,19 @@ def validate_content(content: ArticleContent, limits: Limits) -> list[FieldError
                 errors.append(FieldError(f"{name}[{i}]", "item too long"))
     if not -1.0 <= content.boost <= 1.0:
         errors.append(FieldError("boost", "must be between -1 and 1"))
+    if len(content.translations) > 10:
+        errors.append(FieldError("translations", "at most 10 languages"))
+    for lang, t in content.translations.items():
+        where = f"translations.{lang}"
+        if not _LANGUAGE.match(lang):
+            errors.append(FieldError(where, "a language code such as en or zh-hant"))
+        if not t.title.strip() or len(t.title) > limits.max_title_chars:
+            errors.append(FieldError(f"{where}.title", f"must be 1..{limits.max_title_chars} characters"))
+        if len(t.body) > limits.max_body_chars:
+            errors.append(FieldError(f"{where}.body", f"{len(t.body)} characters; the limit is {limits.max_body_chars}"))
+        if len(t.variants) > limits.max_variants or any(len(v) > limits.max_variant_chars for v in t.variants):
+            errors.append(FieldError(f"{where}.variants", f"at most {limits.max_variants} of "
+                                                          f"{limits.max_variant_chars} characters"))
     for i, m in enumerate(content.media):
         if not m.url.strip() or len(m.url) > 2048:
             errors.append(FieldError(f"media[{i}].url", "must be 1..2048 characters"))

@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Literal
 
@@ -260,13 +261,13 @@ class SparseIndex:
 
 
 def _first_per_doc(unit_ids: np.ndarray, scores: np.ndarray, units: dict[int, Unit], depth: int,
-                   allowed: Callable[[str], bool] | None) -> list[DocHit]:
-    """Walk units best-first and keep each document's first (= best) unit."""
+                   allowed: Callable[[str], bool] | None, exclude: AbstractSet[int] = frozenset()) -> list[DocHit]:
+    """Walk units best-first and keep each document's first (= best) unit; ``exclude``d units are skipped."""
     hits: list[DocHit] = []
     seen: set[str] = set()
     for uid, score in zip(unit_ids.tolist(), scores.tolist(), strict=True):
         unit = units.get(uid)
-        if unit is None or unit.doc_id in seen:
+        if unit is None or unit.doc_id in seen or uid in exclude:
             continue
         seen.add(unit.doc_id)
         if allowed is not None and not allowed(unit.doc_id):
@@ -390,18 +391,23 @@ class KbIndex:
         return n if n <= 4096 else min(n, max(depth * 8, 256))
 
     def dense_search(self, query_vectors: np.ndarray, depth: int = 100,
-                     allowed: Callable[[str], bool] | None = None) -> list[list[DocHit]]:
-        """Per query row: up to ``depth`` documents by best-unit cosine."""
+                     allowed: Callable[[str], bool] | None = None,
+                     exclude: AbstractSet[int] = frozenset()) -> list[list[DocHit]]:
+        """Per query row: up to ``depth`` documents by best-unit cosine.
+
+        ``exclude``: unit ids to leave out, e.g. the variant a held-out query was taken from
+        (leave-one-out calibration, :mod:`~lingxi.retrieval.answerability`)."""
         with self._lock:
-            scores, ids = self.dense_.search(query_vectors, self._unit_depth(depth))
-            return [_first_per_doc(ids[r], scores[r], self.units_, depth, allowed) for r in range(len(ids))]
+            scores, ids = self.dense_.search(query_vectors, self._unit_depth(depth) + len(exclude))
+            return [_first_per_doc(ids[r], scores[r], self.units_, depth, allowed, exclude) for r in range(len(ids))]
 
     def sparse_search(self, terms: Sequence[str], depth: int = 100,
-                      allowed: Callable[[str], bool] | None = None) -> list[DocHit]:
+                      allowed: Callable[[str], bool] | None = None,
+                      exclude: AbstractSet[int] = frozenset()) -> list[DocHit]:
         with self._lock:
             ids, scores = self.sparse_.scores(terms)
             order = np.argsort(-scores, kind="stable")
-            return _first_per_doc(ids[order], scores[order], self.units_, depth, allowed)
+            return _first_per_doc(ids[order], scores[order], self.units_, depth, allowed, exclude)
 
     # -- persistence
     def save(self, root: Path) -> Path:

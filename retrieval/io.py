@@ -26,6 +26,7 @@ from .articles import (
     CONTENT_FIELDS,
     Article,
     ArticleContent,
+    ArticleTranslation,
     Limits,
     MediaRef,
     clean_content,
@@ -36,7 +37,7 @@ Format = Literal["jsonl", "csv"]
 MAX_ROWS = 5000
 
 CSV_COLUMNS = ("id", "version", "status", "title", "body", "variants", "category", "tags", "keywords", "channels",
-               "boost", "intents", "products", "pages", "media")
+               "boost", "intents", "products", "pages", "media", "translations")
 HEADER_ALIASES = {
     "编号": "id", "文章id": "id", "版本": "version", "状态": "status", "标题": "title", "问题": "title",
     "正文": "body", "内容": "body", "答案": "body", "相似问法": "variants", "相似问题": "variants",
@@ -189,6 +190,13 @@ def parse_csv(data: bytes, limits: Limits) -> tuple[list[ImportRow], list[RowErr
                     errors.append(RowError(row=rowno, field="media",
                                            message=f"must be a JSON list of {{kind, url, title}}: {exc}"))
                     bad = True
+            elif col == "translations":
+                try:
+                    obj[col] = msgspec.to_builtins(msgspec.json.decode(cell, type=dict[str, ArticleTranslation]))
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    errors.append(RowError(row=rowno, field="translations",
+                                           message=f"must be a JSON object {{language: {{title, body, variants}}}}: {exc}"))
+                    bad = True
             elif col in ("tags", "keywords", "channels", "intents", "products", "pages"):
                 obj[col] = _split(cell, _LIST_SPLIT)
             else:
@@ -242,5 +250,6 @@ def export_csv(articles: Iterable[Article]) -> bytes:
             ", ".join(a.tags), ", ".join(a.keywords), ", ".join(a.channels), a.boost if a.boost else "",
             ", ".join(a.intents), ", ".join(a.products), ", ".join(a.pages),
             msgspec.json.encode(a.media).decode() if a.media else "",
+            msgspec.json.encode(a.translations).decode() if a.translations else "",
         ])
     return ("\ufeff" + buf.getvalue()).encode("utf-8")

@@ -15,9 +15,11 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from urllib.parse import urlparse
 
 import msgspec
+import numpy as np
 
 from lingxi.nlu.normalize import fold_width
 
@@ -189,22 +191,26 @@ class KnowledgeSearch:
         self._fuser = HybridFuser(self.fusion)
 
     def search(self, req: SearchRequest, index: KbIndex, articles: Mapping[str, Article],
-               feedback_boosts: Callable[[Sequence[str], str | None], Mapping[str, float]] | None = None
+               feedback_boosts: Callable[[Sequence[str], str | None], Mapping[str, float]] | None = None,
+               query_vector: np.ndarray | None = None, exclude_units: AbstractSet[int] = frozenset()
                ) -> SearchResponse:
+        """``query_vector``: the query's embedding when the caller already has it from the index's
+        encoder (a conversation turn reuses the intent model's e5 part); ``exclude_units``: units to
+        leave out (leave-one-out calibration)."""
         started = time.perf_counter()
         validate_request(req, self.ranking)
         analyzer = index.analyzer
         normalized = analyzer.normalize(req.query)
         terms = analyzer.terms(normalized, normalized=True)
-        qvec = index.encode_queries([req.query])
+        qvec = index.encode_queries([req.query]) if query_vector is None else np.atleast_2d(query_vector)
 
         def allowed(doc_id: str) -> bool:
             article = articles.get(doc_id)
             return article is not None and visible(article, req.channel)
 
         depth = self.fusion.depth
-        dense = index.dense_search(qvec, depth, allowed)[0]
-        sparse = index.sparse_search(terms, depth, allowed) if terms else []
+        dense = index.dense_search(qvec, depth, allowed, exclude_units)[0]
+        sparse = index.sparse_search(terms, depth, allowed, exclude_units) if terms else []
         fused = self._fuser.run(dense, sparse)
         fb = (feedback_boosts([h.doc_id for h in fused], req.intent)
               if feedback_boosts is not None and self.ranking.use_feedback else {})

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Literal
 
@@ -45,7 +46,7 @@ from .feedback import FeedbackEvent, FeedbackStore, Flag, Quality, QualityConfig
 from .fusion import FusionConfig
 from .index import IndexConfig, IndexLoadError, KbIndex
 from .io import ImportReport, RowError, export_csv, export_jsonl, parse_import
-from .search import KnowledgeSearch, RankingConfig, SearchRequest, SearchResponse
+from .search import KnowledgeSearch, RankingConfig, SearchRequest, SearchResponse, validate_request
 from .store import BatchError, BatchOp, KbStore, sqlite_url
 from .suggest import Suggester, Suggestion
 
@@ -121,7 +122,11 @@ class _LockedEncoder:
 
 
 def index_doc(a: Article) -> IndexDoc:
-    return IndexDoc(id=a.id, title=a.title, body=a.body, variants=tuple(a.variants), keywords=tuple(a.keywords))
+    """What is searched of an article: its title, variants and body, and those of its translations
+    (a translated title is one more question, its body more passages)."""
+    variants = [*a.variants, *(q for t in a.translations.values() for q in (t.title, *t.variants))]
+    body = "\n\n".join([a.body, *(t.body for t in a.translations.values() if t.body)])
+    return IndexDoc(id=a.id, title=a.title, body=body, variants=tuple(variants), keywords=tuple(a.keywords))
 
 
 def demo_kb_path() -> Path:
@@ -190,7 +195,8 @@ class KbService:
         if memory is not None:
             memory.sync(self.feedback.events, tenant=self.tenant)
 
-    def feedback_boosts(self, query: str, article_ids: Sequence[str], intent: str | None = None) -> dict[str, float]:
+    def feedback_boosts(self, query: str | np.ndarray, article_ids: Sequence[str], intent: str | None = None
+                        ) -> dict[str, float]:
         """Rerank boosts (log factors) from feedback for ``query``: article quality and/or click memory."""
         parts: list[dict[str, float]] = []
         mode = self.config.article_quality
@@ -459,12 +465,21 @@ class KbService:
         return export_jsonl(items) if fmt == "jsonl" else export_csv(items)
 
     # ------------------------------------------------------------ search, suggest, feedback
-    def search(self, req: SearchRequest) -> SearchResponse:
+    def search(self, req: SearchRequest, query_vector: np.ndarray | None = None, record: bool = True,
+               exclude_units: AbstractSet[int] = frozenset()) -> SearchResponse:
+        """``query_vector``: the query already embedded by this KB's encoder; ``record``: count the
+        query for hot queries and stats; ``exclude_units``: leave these units out (calibration's
+        leave-one-out probes; see :meth:`KnowledgeSearch.search`)."""
         self.maybe_refresh()
         index, articles = self.live
+        validate_request(req, self.searcher.ranking)
+        # one embedding for the dense search and the click memory
+        qvec = index.encode_queries([req.query])[0] if query_vector is None else np.asarray(query_vector).reshape(-1)
         response = self.searcher.search(req, index, articles,
-                                        lambda ids, intent: self.feedback_boosts(req.query, ids, intent))
-        self.feedback.record_query(self.analyzer.normalize(req.query))
+                                        lambda ids, intent: self.feedback_boosts(qvec, ids, intent),
+                                        query_vector=qvec, exclude_units=exclude_units)
+        if record:
+            self.feedback.record_query(self.analyzer.normalize(req.query))
         return response
 
     def suggest(self, text: str, channel: str | None = None, limit: int = 8) -> list[Suggestion]:
