@@ -15,17 +15,9 @@ from typing import Any
 
 import httpx
 
-from lingxi.datasets.dialogue_files import ActionSpec, Text
+from lingxi.datasets.dialogue_files import ActionSpec
 
 _VAR = re.compile(r"\{(\w+)(?:\|(\w+))?\}")
-
-
-def pick_text(text: Text | None, language: str = "zh") -> str:
-    if text is None:
-        return ""
-    if isinstance(text, str):
-        return text
-    return text.get(language) or text.get("zh") or next(iter(text.values()), "")
 
 
 def mask(value: Any) -> str:

@@ -15,9 +15,12 @@ from datetime import datetime
 from typing import Any
 
 from lingxi.datasets.dialogue_files import DialogueSpec
+from lingxi.datasets.domain import CalibrationSet
 from lingxi.nlu.parse import ParseContext
 
 from .actions import ActionClient
+from .arbitration import Arbitration
+from .calibration import calibrate
 from .context import situation
 from .events import (
     BehaviourObserved,
@@ -88,7 +91,10 @@ class DialogueEngine:
     def __init__(self, spec: DialogueSpec, nlu: NLU | Callable[[], NLU | None], store: TrackerStore, *,
                  knowledge: KnowledgeSource | None = None, actions: ActionClient | None = None,
                  visitors: VisitorStore | None = None, clock: Callable[[], float] = time.time,
-                 history_conversations: int = 3) -> None:
+                 history_conversations: int = 3,
+                 arbitration: Arbitration | Callable[[], Arbitration | None] | None = None) -> None:
+        """``arbitration``: the fitted :class:`Arbitration` (or a callable returning the current
+        tenant's); without one the parse decides and articles are not offered."""
         self.spec = spec
         self._nlu = nlu if callable(nlu) and not hasattr(nlu, "parse") else (lambda: nlu)
         self.store = store
@@ -98,7 +104,19 @@ class DialogueEngine:
         self.clock = clock
         self.history_conversations = history_conversations
         self.flows = FlowRunner(spec, actions, knowledge)
-        self.policy = Policy(spec, self.flows, knowledge)
+        current = arbitration if callable(arbitration) else (lambda: arbitration)
+        self.policy = Policy(spec, self.flows, knowledge, current)
+
+    def fit_arbitration(self, held: CalibrationSet, fitted_on: dict[str, Any] | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> Arbitration:
+        """Fit the answer arbitration for the served NLU and this engine's knowledge base on the
+        domain's held-out questions (``held``) and the knowledge base's own: see :mod:`.calibration`."""
+        nlu = self.nlu
+        own = {name: meta.article for name, meta in nlu.intents.items() if getattr(meta, "article", None)}
+        probe_turn = Turn(Tracker("calibration"), self.spec, self.clock(),
+                          situation(self.spec, None, (), self.clock()), nlu)
+        return calibrate(nlu, self.knowledge, held, own, lambda intent: self.policy.answerable(probe_turn, intent),
+                         fitted_on, progress, outcome=lambda intent: self.flows.flow_for_intent(intent) or intent)
 
     def close(self) -> None:
         if self.actions is not None:
@@ -255,9 +273,9 @@ class DialogueEngine:
         messages = []
         for e in new:
             if isinstance(e, BotUttered):
-                kind = "article" if e.article else ("buttons" if e.buttons else "text")
+                kind = "article" if e.article else ("articles" if e.articles else ("buttons" if e.buttons else "text"))
                 messages.append(BotMessage(type=kind, text=e.text, buttons=list(e.buttons), article=e.article,
-                                           kind=e.kind))
+                                           kind=e.kind, articles=list(e.articles)))
         payload = None
         handed = next((e for e in reversed(new) if isinstance(e, HandedOff)), None)
         if handed is not None:

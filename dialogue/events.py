@@ -29,10 +29,15 @@ class Button(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class ArticleCard(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An article shown to the customer. ``search_id``/``rank``: the search that served it, so the
+    customer's clicks and 已解决/未解决 votes count against an impression the server made."""
+
     id: str
     title: str | None = None
     snippet: str | None = None
     url: str | None = None
+    search_id: str | None = None
+    rank: int | None = None
 
 
 class EntityValue(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -53,10 +58,11 @@ class ParseSummary(msgspec.Struct, frozen=True, omit_defaults=True):
     ranking: tuple[tuple[str, float], ...] = ()
     entities: tuple[EntityValue, ...] = ()
     rules: tuple[str, ...] = ()
+    traditional: bool = False  # written in traditional characters
 
 
 class Option(msgspec.Struct, frozen=True, omit_defaults=True):
-    """A clarification / menu option: ``value`` is an intent name or a menu category."""
+    """A clarification / menu option: ``value`` is an intent name, ``article:<id>`` or a menu category."""
 
     value: str
     label: str
@@ -121,7 +127,8 @@ class BotUttered(_Event, frozen=True, tag="bot"):
     text: str | None = None
     buttons: tuple[Button, ...] = ()
     article: ArticleCard | None = None
-    kind: str = "text"  # text | prompt | menu | clarify | article | fallback | handoff | proactive | welcome
+    kind: str = "text"  # text | prompt | menu | clarify | article | fallback | suggestions | handoff | proactive | welcome
+    articles: tuple[ArticleCard, ...] = ()  # several cards: suggestions after a fallback
 
 
 class SlotSet(_Event, frozen=True, tag="slot"):
@@ -152,6 +159,14 @@ class AskRejected(_Event, frozen=True, tag="ask_rejected"):
     slot: str
 
 
+class Digressed(_Event, frozen=True, tag="digressed"):
+    """A question on the side was answered while the flow waited at ``step`` (``answered``: what)."""
+
+    flow: str
+    step: str
+    answered: str
+
+
 class ActionExecuted(_Event, frozen=True, tag="action"):
     name: str
     ok: bool
@@ -163,6 +178,7 @@ class ClarificationAsked(_Event, frozen=True, tag="clarify"):
     kind: Literal["intent", "menu"]
     question: str
     options: tuple[Option, ...]
+    articles: tuple[ArticleCard, ...] = ()  # the articles among the options, with the search that offered them
 
 
 class ClarificationResolved(_Event, frozen=True, tag="clarified"):
@@ -216,7 +232,7 @@ class ActionReverted(_Event, frozen=True, tag="rewind"):
 
 Event = (
     SessionStarted | ContextUpdated | VisitorRecognised | UserUttered | BotUttered | SlotSet | FlowStarted
-    | FlowStepped | FlowEnded | AskRejected | ActionExecuted | ClarificationAsked | ClarificationResolved
+    | FlowStepped | FlowEnded | AskRejected | Digressed | ActionExecuted | ClarificationAsked | ClarificationResolved
     | TurnDecided | HandedOff | HandoffReleased | BehaviourObserved | TriggerFired | Restarted
     | UserUtteranceReverted | ActionReverted
 )

@@ -24,8 +24,9 @@ from lingxi.datasets.dialogue_files import (
     SlotSpec,
     StepSpec,
 )
+from lingxi.nlu.texts import pick_text
 
-from .actions import ActionClient, pick_text
+from .actions import ActionClient
 from .events import (
     ActionExecuted,
     ArticleCard,
@@ -38,7 +39,6 @@ from .events import (
     SlotSet,
     UserUttered,
 )
-from .knowledge import ArticleLookup
 from .turn import Turn
 
 MAX_STEPS_PER_TURN = 100  # a safety net; load-time validation already rejects cycles without an ask
@@ -70,12 +70,22 @@ def match_choice(text: str, choices: list[ChoiceSpec]) -> str | None:
     return best[1] if best else None
 
 
+_NEGATION = re.compile(r"不|别|没有|取消|no\b|not\b|don'?t", re.IGNORECASE)
+_AFFIRM = ("确认", "确定", "提交", "没问题", "可以", "好的", "同意", "ok", "yes", "sure", "confirm")
+_PARTICLES = re.compile(r"(吧|了|啦|啊|呀|哈|嗯|滴|哦|呢)+$")
+
+
 def match_boolean(text: str) -> bool | None:
+    """Yes / no / neither. A short answer counts as yes when it holds a yes word and no negation
+    ("好 确认吧", "没问题 确认提交"), as no when it is a no word."""
     t = squash(text)
-    if t in YES:
+    bare = _PARTICLES.sub("", t) or t
+    if t in YES or bare in YES:
         return True
-    if t in NO:
+    if t in NO or bare in NO:
         return False
+    if len(t) <= 10 and any(w in t for w in _AFFIRM) and not _NEGATION.search(t.replace("没问题", "")):
+        return True
     return None
 
 
@@ -105,9 +115,9 @@ class FlowRunner:
             return None
         return next((f.id for f in self.spec.flows.values() if intent in f.trigger.intents), None)
 
-    def flow_label(self, flow_id: str) -> str:
+    def flow_label(self, flow_id: str, language: str | None = None) -> str:
         f = self.spec.flows.get(flow_id)
-        return (f.name or f.id) if f else flow_id
+        return (pick_text(f.name, language) or f.id) if f else flow_id
 
     def _following(self, flow: FlowSpec, step: StepSpec) -> str | None:
         if step.next:
@@ -181,13 +191,15 @@ class FlowRunner:
                     self.end(turn, flow.id, "failed")
                     return
             elif kind == "article":
-                turn.say(turn.render(step.text) or None, article=self._card(step.article), kind="article")
+                turn.say(turn.render(step.text) or None, article=self._card(turn, step.article), kind="article")
             elif kind == "handoff":
+                summary = turn.render(step.summary) if step.summary else None  # before the flow's slots go
                 self.end(turn, flow.id, "completed", resume=False)
                 if self.handoff:
                     self.handoff(turn, step.reason or f"flow:{flow.id}", skill_group=step.skill_group,
                                  priority=step.priority, text=turn.render(step.text) or None,
-                                 mode="message" if flow.id == self.spec.handoff.offline_flow else None)
+                                 mode="message" if flow.id == self.spec.handoff.offline_flow else None,
+                                 summary=summary)
                 return
             elif kind == "end":
                 if step.text:
@@ -223,7 +235,7 @@ class FlowRunner:
         (an order number given in the digression) is not asked again."""
         if resume:
             frame = turn.state.active_flow
-            turn.resume_note = turn.t("resume", flow=self.flow_label(frame.flow) if frame else "")
+            turn.resume_note = turn.t("resume", flow=self.flow_label(frame.flow, turn.language) if frame else "")
         if step.kind != "ask" or (resume and step.skip_if_filled and step.ask in turn.state.slots):
             self.run(turn)
             return
@@ -231,7 +243,11 @@ class FlowRunner:
         text = turn.render(step.reprompt if (reprompt and step.reprompt) else step.prompt)
         if turn.resume_note:
             text, turn.resume_note = turn.resume_note + text, None
-        turn.say(text, self._buttons(slot, turn.language), kind="prompt")
+        buttons = self._buttons(slot, turn.language)
+        if step.optional:
+            skip = turn.t("skip_button")
+            buttons.append(Button(skip, skip))
+        turn.say(text, buttons, kind="prompt")
 
     @staticmethod
     def _buttons(slot: SlotSpec, language: str) -> list[Button]:
@@ -243,11 +259,12 @@ class FlowRunner:
             return [Button(yes, yes), Button(no, no)]
         return []
 
-    def _card(self, article_id: str | None) -> ArticleCard:
-        hit = self.knowledge.get(article_id) if isinstance(self.knowledge, ArticleLookup) else None
+    def _card(self, turn: Turn, article_id: str | None) -> ArticleCard:
+        """The card of a flow's article step: the live article when the knowledge base has it."""
+        hit = self.knowledge.get(article_id, turn.language) if self.knowledge is not None and article_id else None
         if hit is None:
             return ArticleCard(id=article_id or "")
-        return ArticleCard(id=hit.article_id, title=hit.title, snippet=hit.snippet, url=hit.url)
+        return ArticleCard(id=hit.article_id, title=hit.title, snippet=hit.answer or hit.snippet, url=hit.url)
 
     # ------------------------------------------------------------ input
     def handle_input(self, turn: Turn, text: str, parse: ParseSummary | None, allow_free_text: bool) -> FlowOutcome:
@@ -271,14 +288,27 @@ class FlowRunner:
             return FlowOutcome(True)
         return FlowOutcome(False, f"no valid {slot.name} in the message")
 
+    def skip(self, turn: Turn) -> None:
+        """The customer skips an optional question: say so, record it, and go on with the flow."""
+        frame = turn.state.active_flow
+        step = self.step(frame.flow, frame.step)
+        turn.emit(SlotSet(ts=turn.ts, name=step.ask or "", value=None, source="skipped"))
+        turn.say(turn.t("skipped"))
+        if self._advance(turn, self.flow(frame.flow), step):
+            self.run(turn)
+
     def reject(self, turn: Turn) -> None:
-        """The message did not answer the question: ask again, or give up after max_retries."""
+        """The message did not answer the question: ask again, or give up after max_retries (an
+        optional question is then skipped, and the customer is told)."""
         frame = turn.state.active_flow
         step = self.step(frame.flow, frame.step)
         turn.emit(AskRejected(ts=turn.ts, flow=frame.flow, step=step.id, slot=step.ask or ""))
         retries = turn.state.active_flow.retries
         if retries > step.max_retries:
             turn.note("flow", "miss", f"{frame.flow}.{step.id}: {retries} failed attempts (max {step.max_retries})")
+            if step.optional:
+                self.skip(turn)
+                return
             if step.on_failure:
                 turn.emit(FlowStepped(ts=turn.ts, flow=frame.flow, step=step.on_failure))
                 self.run(turn)

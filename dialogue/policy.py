@@ -5,19 +5,21 @@ For a customer message:
 0. **handoff active** — a human has the conversation: the bot records the message and stays silent.
 1. **clarification** — the previous bot turn asked "which of these?": an offered button payload,
    an option's label typed out, an ordinal ("第二个") or a parse landing on one of the options
-   resolves it deterministically; anything else drops the question and goes on.
-2. **rules** — handoff triggers (an explicit request, a handoff rule, strong negative sentiment),
-   cancel / back words inside a flow, then keyword rules with a reply. A keyword reply yields to an
-   active flow (the flow may need the message, e.g. an order number) and to a flow mapped to the
-   message's intent (the operator's more specific script); the trace says so.
-3. **active flow** — the message answers the waiting question, or is a digression (answered, then
-   the question is asked again; a digression with its own flow stacks it), or is re-prompted.
-4. **intent** — an intent with a flow starts it; with a response, answers; greetings get the
-   (per-channel) welcome and the session-start menu.
-5. **knowledge** — the best article from the :class:`KnowledgeSource`, if any scores high enough.
-6. **clarify** — an ambiguous parse asks a question with option buttons.
-7. **fallback** — apologise and offer the menu; after ``handoff.fallback_after`` consecutive
-   fallbacks, hand off.
+   resolves it deterministically (an intent, an article or a menu category); anything else drops
+   the question and goes on.
+2. **rules** — handoff triggers (an explicit request, a handoff rule, strong negative sentiment)
+   and cancel / back words inside a flow.
+3. **active flow** — the message answers the waiting question; or it is a question on the side
+   that the arbitration answers confidently (an intent, a keyword rule's reply or an article:
+   answered, then the waiting question is asked again; a side question with its own flow stacks
+   it); or it is re-prompted. A free-text question (the leave-a-message step) takes the message as
+   the answer unless it is such a side question.
+4. **arbitration** — the intent model, the keyword rules and the knowledge base each offer an
+   answer; one calibrated arbitration (:mod:`.arbitration`) decides: answer with an intent (its
+   response, with its own article's card; its flow; the welcome for a greeting), a keyword rule's
+   reply or an article (a short answer and the card); ask a clarifying question whose options mix
+   intents and articles; or fall back (menu and 转人工, with related articles only above the fitted
+   cut-off); after ``handoff.fallback_after`` consecutive fallbacks, hand off.
 
 Context rules (business hours, holidays, channel, visitor tags) shape stages 2 and 4: VIPs on a
 workday get a human at once, others are offered self-service first; outside business hours a
@@ -27,35 +29,43 @@ handoff becomes an offer to leave a message.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 from lingxi.datasets.dialogue_files import DialogueSpec
 from lingxi.nlu.parse import ParseContext, ParseResult
+from lingxi.nlu.texts import pick_text
 
-from .actions import pick_text
+from .arbitration import Arbitration, Candidate, Links, Verdict, decide, gather
 from .events import (
     ArticleCard,
     Button,
     ClarificationAsked,
     ClarificationResolved,
+    Digressed,
     FlowEnded,
     HandedOff,
     Option,
     ParseSummary,
+    SlotSet,
     TurnDecided,
     UserUtteranceReverted,
     UserUttered,
 )
 from .flows import FlowRunner, squash
 from .handoff import route, summarize
-from .knowledge import ArticleLookup, KnowledgeSource
+from .knowledge import ArticleHit, KnowledgeQuery, KnowledgeSource
 from .sentiment import negative_score
 from .state import PendingClarification
 from .turn import Turn, summarize_parse
 
 MENU_PREFIX = "/menu:"
+ARTICLE_PREFIX = "/article:"  # an article offered as a clarification option
+ARTICLE_VALUE = "article:"
+FREE_TEXT_DIGRESSIONS = 2
+SIDE_CLARIFY_MIN_CHARS = 6  # a shorter message in a flow ("忘了", "不知道") is a try at the answer, not a new topic  # side questions answered at one free-text step before the message is taken as is
 _ORDINALS = {"1": 0, "一": 0, "第一个": 0, "第一": 0, "2": 1, "二": 1, "第二个": 1, "第二": 1, "3": 2, "三": 2,
              "第三个": 2, "第三": 2, "4": 3, "四": 3, "第四个": 3, "第四": 3}
 _POLITE_TAIL = re.compile(r"(吧|了|啦|啊|呀|哈|谢谢|谢了|please)$")
@@ -72,14 +82,25 @@ def _trimmed(text: str) -> set[str]:
         text = shorter
 
 
+def card_of(hit: ArticleHit) -> ArticleCard:
+    return ArticleCard(id=hit.article_id, title=hit.title, snippet=hit.answer or hit.snippet, url=hit.url,
+                       search_id=hit.search_id, rank=hit.rank or None)
+
+
 class Policy:
-    def __init__(self, spec: DialogueSpec, flows: FlowRunner, knowledge: KnowledgeSource | None = None) -> None:
+    """``arbitration()`` returns the arbitration fitted for the current tenant and model (None until
+    one is fitted: then the parse's own decision answers, and articles are not offered)."""
+
+    def __init__(self, spec: DialogueSpec, flows: FlowRunner, knowledge: KnowledgeSource | None = None,
+                 arbitration: Callable[[], Arbitration | None] | None = None) -> None:
         self.spec = spec
         self.flows = flows
         self.knowledge = knowledge
+        self.arbitration = arbitration or (lambda: None)
         flows.handoff = self.handoff
         self._cancel = {squash(w) for w in spec.cancel_words}
         self._back = {squash(w) for w in spec.back_words}
+        self._skip = {squash(w) for w in spec.skip_words}
 
     # ================================================================ entry point
     def on_message(self, turn: Turn, text: str, payload: str | None, parse_ctx: ParseContext) -> None:
@@ -107,14 +128,15 @@ class Policy:
         turn.text = text
 
         parse: ParseResult | None = None
-        if accepted and accepted.startswith(MENU_PREFIX):
+        if accepted and accepted.startswith((MENU_PREFIX, ARTICLE_PREFIX)):
             summary = None
         else:
             assert turn.nlu is not None
-            parse = turn.nlu.parse(accepted or text, parse_ctx)
+            parse, turn.vectors = self._parse(turn, accepted or text, parse_ctx)
+            turn.result = parse
             summary = summarize_parse(parse, state.language)
             if accepted:  # a button click says nothing about the customer's language
-                summary = msgspec.structs.replace(summary, language=state.language)
+                summary = msgspec.structs.replace(summary, language=state.language, traditional=state.traditional)
         turn.parse = summary
         turn.emit(UserUttered(ts=turn.ts, text=text if not accepted else self._button_title(turn, accepted, text),
                               payload=accepted, parse=summary, channel=state.channel))
@@ -131,14 +153,25 @@ class Policy:
                 if pending.kind == "menu":
                     self._category_menu(turn, option.value)
                     return
+                if option.value.startswith(ARTICLE_VALUE):
+                    self._chosen_article(turn, option.value.removeprefix(ARTICLE_VALUE), pending)
+                    self._resume_flow(turn)
+                    return
                 intent = option.value
                 summary = ParseSummary(intent=intent, confidence=1.0, decision="answer",
                                        language=summary.language if summary else turn.language,
                                        entities=summary.entities if summary else ())
                 turn.parse = summary
-                parse = None  # the typed text's own parse no longer decides
-            else:
-                turn.note("clarification", "miss", "the message picks none of the options; question dropped")
+                turn.intent = intent
+                if self._rules(turn, text, summary, None, intent):
+                    return
+                frame = turn.state.active_flow
+                self._answer_intent(turn, Candidate("intent", intent, 1.0, intent=intent,
+                                                    own_article=self._own_article(turn, intent)), text, summary)
+                if turn.state.active_flow == frame:  # answered on the side of a waiting flow: back to it
+                    self._resume_flow(turn)
+                return
+            turn.note("clarification", "miss", "the message picks none of the options; question dropped")
         else:
             turn.note("clarification", "skip", "no pending question")
         turn.intent = intent
@@ -152,8 +185,16 @@ class Policy:
                 return
         else:
             turn.note("flow", "skip", "no active flow")
-        # 4..7
-        self._respond(turn, text, summary, parse, intent)
+        # 4. arbitration
+        self._respond(turn, text, summary, parse)
+
+    @staticmethod
+    def _parse(turn: Turn, text: str, ctx: ParseContext) -> tuple[ParseResult, dict[str, Any]]:
+        nlu = turn.nlu
+        with_vectors = getattr(nlu, "parse_with_vectors", None)
+        if with_vectors is not None:
+            return with_vectors(text, ctx)
+        return nlu.parse(text, ctx), {}  # type: ignore[union-attr]
 
     # ================================================================ stage helpers
     def _finish(self, turn: Turn, decision: str, intent: str | None = None) -> None:
@@ -174,8 +215,6 @@ class Policy:
     def _auto_fill(self, turn: Turn, summary: ParseSummary | None) -> None:
         if not summary:
             return
-        from .events import SlotSet
-
         for slot in self.spec.slots.values():
             if slot.auto_fill and slot.type == "entity":
                 for ent in summary.entities:
@@ -203,9 +242,9 @@ class Policy:
                      if squash(o.label) and squash(o.label) in t and len(t) <= len(squash(o.label)) + 4]
         if len(contained) == 1:
             return contained[0], "text"
-        if summary and summary.intent and summary.decision in ("answer", "clarify", "rule"):
+        if summary and summary.intent and summary.decision in ("answer", "rule"):
             for o in pending.options:
-                if o.value == summary.intent and summary.decision != "clarify":
+                if o.value == summary.intent:
                     return o, "parse"
         return None
 
@@ -230,7 +269,8 @@ class Policy:
             if ctx_rule is not None and ctx_rule.offer_human:
                 why += f"; context rule {ctx_rule.id}: human at once"
             turn.note("rules", "hit", why)
-            rule_text = human_rule.response if human_rule is not None and turn.situation.open else None
+            rule_text = human_rule.response if human_rule is not None and turn.situation.open \
+                and turn.language == "zh" else None
             self.handoff(turn, "explicit_request", text=rule_text,
                          priority=ctx_rule.priority if ctx_rule is not None else None)
             return True
@@ -274,137 +314,277 @@ class Policy:
                 turn.intent = None
                 self._finish(turn, "flow")
                 return True
-        if parse is not None and parse.decision == "rule" and parse.matched_rules:
-            top = parse.matched_rules[0]
-            has_reply = bool(top.response or top.article)
-            if has_reply:
-                if frame is not None:
-                    turn.note("rules", "skip", f"keyword rule {top.rule_id} deferred: flow {frame.flow} is active")
-                    return False
-                flow = self.flows.flow_for_intent(intent)
-                if flow is not None:
-                    turn.note("rules", "skip", f"keyword rule {top.rule_id} deferred: intent {intent} has flow {flow}")
-                    return False
-                if intent == "greet" and turn.state.session_turns <= 1:
-                    turn.note("rules", "skip", f"keyword rule {top.rule_id}: greeting at session start → welcome")
-                    return False
-                turn.note("rules", "hit", f"keyword rule {top.rule_id} ({top.match} {top.pattern!r})")
-                self._reply_rule(turn, top)
-                self._finish(turn, "rule", intent)
-                return True
-        turn.note("rules", "miss", "no handoff trigger or keyword rule")
+        turn.note("rules", "miss", "no handoff trigger")
         return False
-
-    def _reply_rule(self, turn: Turn, rule: Any) -> None:
-        card = self._card(rule.article) if rule.article else None
-        turn.say(rule.response, article=card, kind="article" if card else "text")
-
-    def _card(self, article_id: str) -> ArticleCard:
-        hit = self.knowledge.get(article_id) if isinstance(self.knowledge, ArticleLookup) else None
-        if hit is None:
-            return ArticleCard(id=article_id)
-        return ArticleCard(id=hit.article_id, title=hit.title, snippet=hit.snippet, url=hit.url)
 
     # ---------------------------------------------------------------- 3. active flow
     def _active_flow(self, turn: Turn, text: str, summary: ParseSummary | None, parse: ParseResult | None,
                      intent: str | None) -> bool:
         frame = turn.state.active_flow
         flow = self.flows.flow(frame.flow)
-        own = set(flow.trigger.intents)
-        digression = None
-        if flow.interruptible and summary is not None:
-            if parse is not None and parse.decision == "rule" and parse.matched_rules \
-                    and (parse.matched_rules[0].response or parse.matched_rules[0].article) \
-                    and intent not in own and self.flows.flow_for_intent(intent) != flow.id:
-                digression = "rule"
-            elif summary.decision == "answer" and intent and intent not in own:
-                meta = turn.nlu.intents.get(intent) if turn.nlu else None
-                if self.flows.flow_for_intent(intent) or (meta and meta.response):
-                    digression = "intent"
-        outcome = self.flows.handle_input(turn, text, summary, allow_free_text=digression is None)
-        if outcome.consumed:
-            turn.intent = None  # the message was an answer, whatever the classifier thought of it
-            self._finish(turn, "flow")
-            return True
-        if digression is None:
-            turn.note("flow", "miss", outcome.detail)
+        step = self.flows.step(frame.flow, frame.step)
+        slot = self.spec.slots.get(step.ask) if step.ask else None
+        free = slot is not None and slot.type in ("text", "any")
+        if slot is not None and not free:  # a structured answer (order number, choice, yes/no) goes first
+            outcome = self.flows.handle_input(turn, text, summary, allow_free_text=False)
+            if outcome.consumed:
+                turn.intent = None  # the message was an answer, whatever the classifier thought of it
+                self._finish(turn, "flow")
+                return True
+        if step.optional and _trimmed(squash(text)) & self._skip:
+            turn.note("flow", "hit", f"{frame.flow}.{step.id}: skipped by the customer")
+            self.flows.skip(turn)
             turn.intent = None
-            self.flows.reject(turn)
             self._finish(turn, "flow")
             return True
-        # a question on the side: answer it, then come back to the waiting question
-        other_flow = self.flows.flow_for_intent(intent)
-        if other_flow and other_flow != frame.flow:
-            turn.note("flow", "info", f"digression {intent} has its own flow: {other_flow} stacked on {frame.flow}")
-            self.flows.start(turn, other_flow, f"digression from {frame.flow}", text, summary)
-            self._finish(turn, "flow", intent)
-            return True
-        turn.note("flow", "info", f"digression ({digression} {intent}); answer, then resume {frame.flow}")
-        if digression == "rule":
-            self._reply_rule(turn, parse.matched_rules[0])
-        else:
-            turn.say(turn.nlu.intents[intent].response)
-        self.flows.prompt(turn, self.flows.step(frame.flow, frame.step), resume=True)
-        self._finish(turn, "answer", intent)
+        own = set(flow.trigger.intents)
+        side = self._side_question(turn, text, parse, frame, flow.interruptible, own, free)
+        if side is not None:
+            return self._digress(turn, side, text, summary, frame)
+        if free:
+            outcome = self.flows.handle_input(turn, text, summary, allow_free_text=True)
+            if outcome.consumed:
+                turn.intent = None
+                self._finish(turn, "flow")
+                return True
+        turn.note("flow", "miss", f"{frame.flow}.{step.id}: no valid {step.ask or 'answer'} in the message")
+        turn.intent = None
+        self.flows.reject(turn)
+        self._finish(turn, "flow")
         return True
 
-    # ---------------------------------------------------------------- 4..7
-    def _respond(self, turn: Turn, text: str, summary: ParseSummary | None, parse: ParseResult | None,
-                 intent: str | None) -> None:
-        decision = summary.decision if summary else None
-        understood = intent is not None and decision in ("answer", "rule")
-        # 4. intent
-        if understood:
-            flow = self.flows.flow_for_intent(intent)
-            meta = turn.nlu.intents.get(intent) if turn.nlu else None
-            if intent == "greet":
-                turn.note("intent", "hit", "greeting → welcome and menu")
-                self.welcome(turn)
-                self._finish(turn, "welcome", intent)
-                return
-            if flow is not None:
-                turn.note("intent", "hit", f"{intent} ({summary.confidence:.2f}) → flow {flow}")
-                self.flows.start(turn, flow, f"intent {intent}", text, summary)
-                self._finish(turn, "flow", intent)
-                return
-            reply = parse.response if parse is not None else None
-            reply_text = (reply.text if reply else None) or (meta.response if meta else None)
-            if reply_text or (reply and reply.article):
-                turn.note("intent", "hit", f"{intent} ({summary.confidence:.2f}) → response")
-                card = self._card(reply.article) if reply and reply.article else None
-                turn.say(reply_text, article=card, kind="article" if card else "text")
-                self._finish(turn, "answer", intent)
-                return
-            turn.note("intent", "miss", f"{intent} has no response or flow")
-        else:
-            turn.note("intent", "miss", f"parse decision {decision}" if decision else "no parse")
-        # 5. knowledge
-        if self.knowledge is not None and text.strip():
-            hits = self.knowledge.search(text, turn.state.channel, turn.state.tags)
-            good = [h for h in hits if h.score >= self.spec.knowledge.min_score][: self.spec.knowledge.max_articles]
-            if good:
-                top = good[0]
-                turn.note("knowledge", "hit", f"article {top.article_id} (score {top.score:.2f})")
-                turn.say(turn.t("article_intro"),
-                         article=ArticleCard(id=top.article_id, title=top.title, snippet=top.snippet, url=top.url),
-                         kind="article")
-                self._finish(turn, "knowledge", intent)
-                return
-            turn.note("knowledge", "miss", f"no article scored ≥ {self.spec.knowledge.min_score}"
-                                           + (f" (best {hits[0].score:.2f})" if hits else ""))
-        else:
-            turn.note("knowledge", "skip", "no knowledge source")
-        # 6. clarify
-        if parse is not None and parse.decision == "clarify" and parse.clarification and parse.clarification.options:
-            c = parse.clarification
-            options = tuple(Option(o.intent, o.label, o.payload) for o in c.options)
-            turn.emit(ClarificationAsked(ts=turn.ts, kind="intent", question=c.question, options=options))
-            turn.say(c.question, [Button(o.label, o.payload) for o in options], kind="clarify")
-            turn.note("clarify", "hit", f"ambiguous: {', '.join(o.value for o in options)}")
-            self._finish(turn, "clarify", intent)
+    def _side_question(self, turn: Turn, text: str, parse: ParseResult | None, frame: Any, interruptible: bool,
+                       own: set[str], free: bool) -> Verdict | None:
+        """A question on the side of the waiting one: a confident answer to something else, or (when
+        the message did not answer a structured question, and an arbitration is fitted) a
+        clarification among other topics. A flow that is not interruptible (leave a message) has
+        side questions answered by a response or an article, never by another flow."""
+        if parse is None:
+            return None
+        if free and (frame.digressions >= FREE_TEXT_DIGRESSIONS):
+            return None
+        verdict = self._verdict(turn, text, parse, stage="flow")
+        chosen = verdict.chosen
+        if verdict.kind == "clarify" and not free and self.arbitration() is not None \
+                and len(squash(text)) >= SIDE_CLARIFY_MIN_CHARS:
+            options = [o for o in verdict.options if o.intent not in own]
+            return Verdict("clarify", options=options, why=verdict.why) if options else None
+        if verdict.kind != "answer" or chosen is None:
+            return None
+        about = chosen.intent
+        if about in own or about == "greet":  # a greeting would restart the welcome
+            return None
+        if free and frame.last_digression == chosen.value:  # asked again: it is their message, not a question
+            return None
+        other = self.flows.flow_for_intent(about) if chosen.kind == "intent" and about else None
+        if other == frame.flow or (other is not None and not interruptible and not self._has_response(turn, about)):
+            return None
+        return verdict
+
+    def _digress(self, turn: Turn, verdict: Verdict, text: str, summary: ParseSummary | None, frame: Any) -> bool:
+        if verdict.kind == "clarify":  # which side question? the flow waits; its question comes back after
+            turn.emit(Digressed(ts=turn.ts, flow=frame.flow, step=frame.step, answered="clarify"))
+            turn.note("flow", "info", f"side question, unsure which: clarify, then resume {frame.flow}")
+            self._clarify(turn, verdict.options)
+            return True
+        chosen = verdict.chosen
+        assert chosen is not None
+        turn.emit(Digressed(ts=turn.ts, flow=frame.flow, step=frame.step, answered=chosen.value))
+        other = self.flows.flow_for_intent(chosen.intent) if chosen.kind == "intent" else None
+        interruptible = self.flows.flow(frame.flow).interruptible
+        if other is not None and interruptible:  # a side question with its own flow stacks it
+            turn.note("flow", "info", f"side question {chosen.intent} has its own flow: {other} stacked on {frame.flow}")
+            self.flows.start(turn, other, f"digression from {frame.flow}", text, summary)
+            self._finish(turn, "flow", chosen.intent)
+            return True
+        turn.note("flow", "info", f"side question ({chosen.kind} {chosen.value}); answer, then resume {frame.flow}")
+        decision = self._say_answer(turn, chosen)
+        self.flows.prompt(turn, self.flows.step(frame.flow, frame.step), resume=True)
+        self._finish(turn, decision, chosen.intent)
+        return True
+
+    def _resume_flow(self, turn: Turn) -> None:
+        frame = turn.state.active_flow
+        if frame is not None and turn.state.handoff is None:
+            self.flows.prompt(turn, self.flows.step(frame.flow, frame.step), resume=True)
+
+    # ---------------------------------------------------------------- 4. arbitration
+    def _respond(self, turn: Turn, text: str, summary: ParseSummary | None, parse: ParseResult | None) -> None:
+        if parse is None:
+            turn.note("arbitration", "miss", "no parse")
+            self._fallback(turn, [])
             return
-        turn.note("clarify", "skip", "parse is not ambiguous")
-        # 7. fallback
+        verdict = self._verdict(turn, text, parse, stage="arbitration")
+        if verdict.kind == "answer" and verdict.chosen is not None:
+            chosen = verdict.chosen
+            if chosen.kind == "intent" or (chosen.kind == "rule" and self._rule_yields(turn, chosen.intent)):
+                self._answer_intent(turn, chosen, text, summary)
+            else:
+                self._finish(turn, self._say_answer(turn, chosen), chosen.intent)
+            return
+        if verdict.kind == "clarify":
+            self._clarify(turn, verdict.options)
+            return
+        self._fallback(turn, verdict.suggestions)
+
+    def _hits(self, turn: Turn, text: str, parse: ParseResult) -> list[ArticleHit]:
+        """The knowledge base's articles for this message (searched once per turn)."""
+        if turn.hits is None:
+            turn.hits = []
+            if self.knowledge is not None and self.spec.knowledge.enabled and text.strip():
+                s = turn.state
+                primary = parse.intent.name if parse.decision in ("answer", "rule") else None
+                turn.hits = self.knowledge.search(KnowledgeQuery(
+                    text=text, channel=s.channel, tags=s.tags, recent_pages=s.recent_pages,
+                    recent_products=s.recent_products, intent=primary, language=turn.language,
+                    normalized=parse.normalized_text, vectors=turn.vectors))
+        return turn.hits
+
+    def _verdict(self, turn: Turn, text: str, parse: ParseResult, stage: str) -> Verdict:
+        arbitration = self.arbitration()
+        if arbitration is None:
+            verdict = self._parse_verdict(turn, parse)
+            turn.note(stage, "info", f"no fitted arbitration: the parse decides ({verdict.kind}); articles unused")
+            return verdict
+        hits = self._hits(turn, text, parse)
+        if self.knowledge is None:
+            turn.note("knowledge", "skip", "no knowledge source")
+        elif hits:
+            turn.note("knowledge", "info", ", ".join(f"{h.article_id} ({h.score:.2f})" for h in hits[:3]))
+        else:
+            turn.note("knowledge", "miss", "no article")
+        evidence = gather(parse, hits, arbitration, Links.of(turn.nlu.intents), lambda i: self.answerable(turn, i),
+                          lambda i: self.answerable(turn, i) and i not in self.spec.chitchat_intents,
+                          lambda i: self.flows.flow_for_intent(i) or i)
+        verdict = decide(evidence, arbitration)
+        turn.note(stage, "hit" if verdict.kind == "answer" else "info", f"{verdict.kind}: {verdict.why}")
+        return verdict
+
+    def _rule_yields(self, turn: Turn, intent: str | None) -> bool:
+        """A keyword rule's reply gives way to what its intent does itself: a flow (the operator's
+        more specific script), or the welcome for a greeting that opens a session."""
+        return bool(intent) and (self.flows.flow_for_intent(intent) is not None
+                                 or (intent == "greet" and turn.state.session_turns <= 1))
+
+    def _parse_verdict(self, turn: Turn, parse: ParseResult) -> Verdict:
+        """Without a fitted arbitration: what the NLU decided, with no articles."""
+        rule = parse.matched_rules[0] if parse.decision == "rule" and parse.matched_rules else None
+        if rule is not None and not rule.intent and self._rule_yields(turn, parse.intent.name):
+            name = parse.intent.name
+            return Verdict("answer", Candidate("intent", name, float(parse.intent.confidence), intent=name,
+                                               own_article=self._own_article(turn, name)),
+                           why=f"keyword rule {rule.rule_id} yields to intent {name}")
+        if rule is not None and (rule.response or rule.article):
+            return Verdict("answer", Candidate("rule", rule.rule_id, 1.0, intent=rule.intent,
+                                               own_article=rule.article), why=f"keyword rule {rule.rule_id}")
+        name = parse.intent.name
+        if parse.decision in ("answer", "rule") and self.answerable(turn, name):
+            return Verdict("answer", Candidate("intent", name, float(parse.intent.confidence), intent=name,
+                                               own_article=self._own_article(turn, name)), why="parse answer")
+        if parse.decision == "clarify" and parse.clarification and len(parse.clarification.options) >= 2:
+            options = [Candidate("intent", o.intent, 0.0, intent=o.intent, label=o.label)
+                       for o in parse.clarification.options]
+            return Verdict("clarify", options=options, why="parse clarification")
+        return Verdict("fallback", why=f"parse decision {parse.decision}")
+
+    # ---------------------------------------------------------------- answers
+    def answerable(self, turn: Turn, intent: str) -> bool:
+        """The bot has something to say for ``intent``: a response, a flow, or the welcome."""
+        return intent == "greet" or self._has_response(turn, intent) or self.flows.flow_for_intent(intent) is not None
+
+    @staticmethod
+    def _has_response(turn: Turn, intent: str) -> bool:
+        meta = turn.nlu.intents.get(intent) if turn.nlu else None
+        return bool(meta and meta.response)
+
+    @staticmethod
+    def _own_article(turn: Turn, intent: str | None) -> str | None:
+        meta = turn.nlu.intents.get(intent) if (turn.nlu and intent) else None
+        return meta.article if meta else None
+
+    def _article_card(self, turn: Turn, candidate: Candidate) -> ArticleCard | None:
+        """The card of a candidate's article: the hit this turn's search served, else the live article
+        looked up (an article unpublished since is not shown)."""
+        if candidate.article is not None:
+            return card_of(candidate.article)
+        if candidate.own_article and self.knowledge is not None:
+            hit = self.knowledge.get(candidate.own_article, turn.language)
+            return card_of(hit) if hit is not None else None
+        return None
+
+    def _answer_intent(self, turn: Turn, chosen: Candidate, text: str, summary: ParseSummary | None) -> None:
+        intent = chosen.intent or chosen.value
+        if intent == "greet":
+            turn.note("intent", "hit", "greeting → welcome and menu")
+            self.welcome(turn)
+            self._finish(turn, "welcome", intent)
+            return
+        flow = self.flows.flow_for_intent(intent)
+        if flow is not None:
+            turn.note("intent", "hit", f"{intent} → flow {flow}")
+            self.flows.start(turn, flow, f"intent {intent}", text, summary)
+            self._finish(turn, "flow", intent)
+            return
+        self._finish(turn, self._say_answer(turn, chosen), intent)
+
+    def _say_answer(self, turn: Turn, chosen: Candidate) -> str:
+        """Say an intent's response, a rule's reply or an article; returns the turn's decision."""
+        if chosen.kind == "article":
+            hit = chosen.article
+            assert hit is not None
+            turn.note("knowledge", "hit", f"article {hit.article_id} p={chosen.probability:.2f}")
+            turn.say(self._article_text(turn, hit), article=card_of(hit), kind="article")
+            return "knowledge"
+        card = self._article_card(turn, chosen)
+        if chosen.kind == "rule":
+            rule = next((r for r in (turn.result.matched_rules if turn.result else []) if r.rule_id == chosen.value),
+                        None)
+            turn.note("rules", "hit", f"keyword rule {chosen.value}" + (f" ({rule.match} {rule.pattern!r})" if rule else ""))
+            turn.say(rule.response if rule else None, article=card, kind="article" if card else "text")
+            return "rule"
+        meta = turn.nlu.intents[chosen.value]
+        turn.note("intent", "hit", f"{chosen.value} p={chosen.probability:.2f} → response"
+                                   + (f" + article {card.id}" if card else ""))
+        turn.say(pick_text(meta.response, turn.language), article=card, kind="article" if card else "text")
+        return "answer"
+
+    def _article_text(self, turn: Turn, hit: ArticleHit) -> str:
+        """What the bot says with an article's card: its short answer; in another language than the
+        article's, the intro in the customer's language (the card carries the article)."""
+        if turn.language != "zh" and not _latin_heavy(hit.title):
+            return turn.t("article_intro")
+        return hit.answer or turn.t("article_intro")
+
+    def _chosen_article(self, turn: Turn, article_id: str, pending: PendingClarification) -> None:
+        hit = self.knowledge.get(article_id, turn.language) if self.knowledge is not None else None
+        if hit is None:
+            turn.note("knowledge", "miss", f"article {article_id} is no longer published")
+            self._fallback(turn, [])
+            return
+        offered = next((c for c in pending.articles if c.id == article_id), None)
+        if offered is not None:  # the click counts against the search that offered it
+            hit = msgspec.structs.replace(hit, search_id=offered.search_id, rank=offered.rank or 0)
+        turn.say(self._article_text(turn, hit), article=card_of(hit), kind="article")
+        turn.note("knowledge", "hit", f"article {article_id} chosen")
+        self._finish(turn, "knowledge")
+
+    def _clarify(self, turn: Turn, options: list[Candidate]) -> None:
+        opts: list[Option] = []
+        cards: list[ArticleCard] = []
+        for o in options:
+            if o.kind == "article" and o.article is not None:
+                opts.append(Option(f"{ARTICLE_VALUE}{o.value}", o.article.title, f"{ARTICLE_PREFIX}{o.value}"))
+                cards.append(card_of(o.article))
+            else:
+                opts.append(Option(o.value, turn.intent_label(o.value), f"/{o.value}"))
+        question = turn.t("clarify_question") if len(opts) > 1 else turn.t("confirm_question", option=opts[0].label)
+        turn.emit(ClarificationAsked(ts=turn.ts, kind="intent", question=question, options=tuple(opts),
+                                     articles=tuple(cards)))
+        turn.say(question, [Button(o.label, o.payload) for o in opts], kind="clarify")
+        turn.note("clarify", "hit", ", ".join(o.value for o in opts))
+        self._finish(turn, "clarify")
+
+    def _fallback(self, turn: Turn, suggestions: list[ArticleHit]) -> None:
         count = turn.state.fallback_count + 1
         if count >= self.spec.handoff.fallback_after:
             turn.note("fallback", "hit", f"{count} consecutive fallbacks → handoff")
@@ -412,7 +592,10 @@ class Policy:
             return
         turn.note("fallback", "hit", f"fallback {count}/{self.spec.handoff.fallback_after}")
         self._menu(turn, turn.t("fallback"), kind="fallback", with_human=True)
-        self._finish(turn, "fallback", intent)
+        if suggestions:
+            limit = self.spec.knowledge.max_suggestions
+            turn.say(turn.t("suggestions"), articles=[card_of(h) for h in suggestions[:limit]], kind="suggestions")
+        self._finish(turn, "fallback")
 
     # ================================================================ welcome / menus
     def welcome(self, turn: Turn) -> None:
@@ -440,11 +623,15 @@ class Policy:
     def _human_button(self, turn: Turn) -> Button:
         return Button(turn.t("human_button"), "/human_agent")
 
+    def _category_label(self, turn: Turn, category: str) -> str:
+        labels = self.spec.menu.labels if self.spec.menu else {}
+        return pick_text(labels.get(category), turn.language) or category
+
     def _menu(self, turn: Turn, question: str, kind: str, with_human: bool) -> None:
         menu = self.spec.menu
         options: tuple[Option, ...] = ()
         if menu and menu.categories:
-            options = tuple(Option(c, c, f"{MENU_PREFIX}{c}") for c in menu.categories)
+            options = tuple(Option(c, self._category_label(turn, c), f"{MENU_PREFIX}{c}") for c in menu.categories)
             turn.emit(ClarificationAsked(ts=turn.ts, kind="menu", question=question, options=options))
         buttons = [Button(o.label, o.payload) for o in options]
         if with_human and turn.nlu is not None and "human_agent" in turn.nlu.intents:
@@ -458,7 +645,7 @@ class Policy:
             self._finish(turn, "clarify")
             return
         question = turn.render(self.spec.menu.category_question if self.spec.menu else "{category}",
-                               category=category)
+                               category=self._category_label(turn, category))
         options = tuple(Option(i, turn.intent_label(i), f"/{i}") for i in intents)
         turn.emit(ClarificationAsked(ts=turn.ts, kind="intent", question=question, options=options))
         turn.say(question, [Button(o.label, o.payload) for o in options], kind="clarify")
@@ -466,7 +653,7 @@ class Policy:
 
     # ================================================================ handoff
     def handoff(self, turn: Turn, reason: str, *, skill_group: str | None = None, priority: str | None = None,
-                text: str | None = None, mode: str | None = None) -> None:
+                text: str | None = None, mode: str | None = None, summary: str | None = None) -> None:
         """Hand the conversation to a human, or outside business hours offer to leave a message."""
         h = self.spec.handoff
         if mode != "message" and not turn.situation.open:
@@ -487,7 +674,8 @@ class Policy:
         ctx = turn.context_rule
         r = route(self.spec, turn.state, users, reason, turn.ts, turn.intent_category,
                   base_priority=ctx.priority if ctx else None, skill_group=skill_group, priority=priority)
-        summary = summarize(turn.tracker.tail, lambda n: turn.intent_label(n) or "咨询")
+        if not summary:
+            summary = summarize(turn.tracker.tail, lambda n: turn.intent_label(n) or "咨询")
         say = text or turn.t("handoff_online")
         turn.say(say, kind="handoff")
         turn.emit(HandedOff(ts=turn.ts, reason=reason, mode=mode or "live", skill_group=r.skill_group,
@@ -497,5 +685,5 @@ class Policy:
         self._finish(turn, "handoff" if mode != "message" else "leave_message")
 
 
-def text_of(value: Any, language: str) -> str:
-    return pick_text(value, language)
+def _latin_heavy(text: str) -> bool:
+    return sum(c.isascii() and c.isalpha() for c in text) * 2 > len(text)

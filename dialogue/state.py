@@ -15,6 +15,7 @@ import msgspec
 from .events import (
     ActionExecuted,
     ActionReverted,
+    ArticleCard,
     AskRejected,
     BehaviourObserved,
     BotUttered,
@@ -22,6 +23,7 @@ from .events import (
     ClarificationResolved,
     ContextUpdated,
     ConversationBrief,
+    Digressed,
     Event,
     FlowEnded,
     FlowStarted,
@@ -40,6 +42,7 @@ from .events import (
 )
 
 RECENT_INTENTS = 20
+RECENT_PAGES = 5
 NON_ACTIONS = {"page_view", "dwell", "idle"}  # behaviour kinds that are not the visitor *doing* something
 
 
@@ -47,12 +50,15 @@ class FlowFrame(msgspec.Struct, frozen=True, omit_defaults=True):
     flow: str
     step: str
     retries: int = 0
+    digressions: int = 0  # side questions answered while waiting at this step
+    last_digression: str | None = None
 
 
 class PendingClarification(msgspec.Struct, frozen=True, omit_defaults=True):
     kind: str  # intent | menu
     question: str
     options: tuple[Option, ...]
+    articles: tuple[ArticleCard, ...] = ()
 
 
 class HandoffState(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -88,6 +94,9 @@ class DialogueState(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     fired: dict[str, float] = msgspec.field(default_factory=dict)  # trigger id -> when (this session)
     page: str | None = None
     page_since: float | None = None
+    recent_pages: tuple[str, ...] = ()  # the last pages viewed, newest last (personalised article ranking)
+    recent_products: tuple[str, ...] = ()  # the last products viewed or added to the cart
+    traditional: bool = False  # the customer's last message was in traditional characters
     last_activity_at: float | None = None  # a message or a non-passive behaviour event
     cart_items: int = 0
     history: tuple[ConversationBrief, ...] = ()
@@ -141,6 +150,7 @@ def apply(state: DialogueState, event: Event) -> DialogueState:  # noqa: C901 - 
                 state, user_turns=state.user_turns + 1, session_turns=state.session_turns + 1,
                 last_user_at=ts, last_activity_at=ts, offered=(), clarification=None, recent_intents=intents,
                 language=event.parse.language if event.parse else state.language,
+                traditional=event.parse.traditional if event.parse else state.traditional,
                 channel=event.channel or state.channel)
         case BotUttered():
             payloads = tuple(b.payload for b in event.buttons)
@@ -165,7 +175,13 @@ def apply(state: DialogueState, event: Event) -> DialogueState:  # noqa: C901 - 
             if top is None or top.flow != event.flow:
                 return state
             return _replace(state, flow_stack=_top_replaced(
-                state, FlowFrame(top.flow, top.step, top.retries + 1)))
+                state, msgspec.structs.replace(top, retries=top.retries + 1)))
+        case Digressed():
+            top = state.active_flow
+            if top is None or top.flow != event.flow:
+                return state
+            return _replace(state, flow_stack=_top_replaced(
+                state, msgspec.structs.replace(top, digressions=top.digressions + 1, last_digression=event.answered)))
         case FlowEnded():
             stack = list(state.flow_stack)
             for i in range(len(stack) - 1, -1, -1):  # the named flow and anything pushed above it
@@ -176,7 +192,8 @@ def apply(state: DialogueState, event: Event) -> DialogueState:  # noqa: C901 - 
         case ActionExecuted():
             return _replace(state, last_action_error=None if event.ok else (event.error or "failed"))
         case ClarificationAsked():
-            return _replace(state, clarification=PendingClarification(event.kind, event.question, event.options))
+            return _replace(state, clarification=PendingClarification(event.kind, event.question, event.options,
+                                                                      event.articles))
         case ClarificationResolved():
             return _replace(state, clarification=None)
         case TurnDecided():
@@ -199,7 +216,13 @@ def apply(state: DialogueState, event: Event) -> DialogueState:  # noqa: C901 - 
         case BehaviourObserved():
             changes: dict[str, Any] = {}
             if event.page is not None and event.page != state.page:
-                changes.update(page=event.page, page_since=ts)
+                pages = (*(p for p in state.recent_pages if p != event.page), event.page)[-RECENT_PAGES:]
+                changes.update(page=event.page, page_since=ts, recent_pages=pages)
+            product = event.data.get("product_id") or event.data.get("product") or event.data.get("sku")
+            if isinstance(product, str | int) and str(product).strip():
+                product = str(product)[:128]
+                changes["recent_products"] = (*(p for p in state.recent_products if p != product),
+                                              product)[-RECENT_PAGES:]
             if event.kind not in NON_ACTIONS:
                 changes["last_activity_at"] = ts
             if event.kind == "add_to_cart":

@@ -167,13 +167,17 @@ def _ts(value: str | None, previous: float | None) -> float:
     return (previous or datetime.fromisoformat(DEFAULT_START).timestamp()) + TURN_GAP_S
 
 
-def run_tests(tests: list[LoadedTest], nlu: NLU, spec: DialogueSpec, knowledge: Any = None) -> list[ConversationReport]:
+def run_tests(tests: list[LoadedTest], nlu: NLU, spec: DialogueSpec, knowledge: Any = None,
+              arbitration: Any = None) -> list[ConversationReport]:
+    """Replay ``tests`` (one engine per file, in memory) with the served ``knowledge`` base and the
+    fitted ``arbitration`` when given, as the server would answer."""
     reports: list[ConversationReport] = []
     engines: dict[str, DialogueEngine] = {}
     for test in tests:
         engine = engines.get(test.file)
         if engine is None:
-            engine = engines[test.file] = DialogueEngine(spec, nlu, MemoryTrackerStore(), knowledge=knowledge)
+            engine = engines[test.file] = DialogueEngine(spec, nlu, MemoryTrackerStore(), knowledge=knowledge,
+                                                         arbitration=arbitration)
         conv = test.conversation
         report = ConversationReport(conv.name, test.file, test.line)
         reports.append(report)

@@ -14,8 +14,8 @@ import re
 
 from lingxi.datasets.dialogue_files import TriggerSpec
 from lingxi.nlu.rules import conditions_hold
+from lingxi.nlu.texts import pick_text
 
-from .actions import pick_text
 from .events import BehaviourObserved, Button, TriggerFired
 from .turn import Turn
 

@@ -10,9 +10,11 @@ from typing import Any, Protocol
 import msgspec
 
 from lingxi.datasets.dialogue_files import DialogueSpec, Text
+from lingxi.nlu.normalize import is_traditional, to_traditional
 from lingxi.nlu.parse import IntentMeta, ParseContext, ParseResult
+from lingxi.nlu.texts import pick_text
 
-from .actions import pick_text, render
+from .actions import render
 from .context import Situation, context_rule
 from .events import (
     ArticleCard,
@@ -25,6 +27,7 @@ from .events import (
     TraceOutcome,
     TraceStep,
 )
+from .knowledge import ArticleHit
 from .state import DialogueState
 from .tracker import Tracker
 
@@ -61,6 +64,7 @@ def summarize_parse(p: ParseResult, current_language: str = "zh") -> ParseSummar
         ranking=tuple((i.name, i.confidence) for i in p.intent_ranking[:3]),
         entities=tuple(EntityValue(e.entity, e.value, e.text, e.start, e.end) for e in p.entities),
         rules=tuple(r.rule_id for r in p.matched_rules),
+        traditional=is_traditional(p.text),
     )
 
 
@@ -68,11 +72,12 @@ def summarize_parse(p: ParseResult, current_language: str = "zh") -> ParseSummar
 
 
 class BotMessage(msgspec.Struct, omit_defaults=True):
-    type: str  # text | buttons | article
+    type: str  # text | buttons | article | articles
     text: str | None = None
     buttons: list[Button] = msgspec.field(default_factory=list)
     article: ArticleCard | None = None
     kind: str = "text"
+    articles: list[ArticleCard] = msgspec.field(default_factory=list)  # suggestions (several cards)
 
 
 class TranscriptLine(msgspec.Struct, omit_defaults=True):
@@ -131,6 +136,9 @@ class Turn:
     human_request: bool = False
     start_seq: int = 0  # the conversation's event count when the turn began (absolute, not a tail index)
     resume_note: str | None = None  # "我们继续刚才的…：" waiting to prefix the next question
+    result: ParseResult | None = None  # the message's full parse (None for a button that needs none)
+    vectors: dict[str, Any] = field(default_factory=dict)  # its query embedding by encoder (for the KB)
+    hits: list[ArticleHit] | None = None  # the knowledge base's answer to the message, once asked
 
     def __post_init__(self) -> None:
         self.start_seq = self.tracker.event_count
@@ -161,16 +169,20 @@ class Turn:
         return render(pick_text(text, self.language), {**self.state.slots, **values})
 
     def say(self, text: str | None, buttons: Sequence[Button] = (), article: ArticleCard | None = None,
-            kind: str = "text") -> None:
-        if not text and not buttons and article is None:
+            kind: str = "text", articles: Sequence[ArticleCard] = ()) -> None:
+        if not text and not buttons and article is None and not articles:
             return
-        self.emit(BotUttered(ts=self.ts, text=text or None, buttons=tuple(buttons), article=article, kind=kind))
+        if self.spec.traditional_replies and self.state.traditional:  # answer 繁體 in kind (domain option)
+            text = to_traditional(text) if text else text
+            buttons = [Button(to_traditional(b.title), b.payload) for b in buttons]
+        self.emit(BotUttered(ts=self.ts, text=text or None, buttons=tuple(buttons), article=article, kind=kind,
+                             articles=tuple(articles)))
 
     def intent_label(self, name: str | None) -> str:
         if not name:
             return ""
         meta = self.nlu.intents.get(name) if self.nlu else None
-        return meta.label if meta else name
+        return meta.label_in(self.language) if meta else name
 
     def intent_category(self, name: str | None) -> str | None:
         meta = self.nlu.intents.get(name) if (self.nlu and name) else None
