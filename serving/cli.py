@@ -105,7 +105,26 @@ def cmd_train(args) -> int:
     if m:
         print(f"held-out: in-scope accuracy {pct('in_scope_accuracy')}, top-1 {pct('in_scope_top1_accuracy')}, "
               f"OOS rejection {pct('oos_recall')}, clarify rate {pct('clarify_rate')}")
+    if not getattr(args, "no_calibrate", False):
+        _calibrate_answers(settings, models_dir, result.bundle.bot, domain)
     return 0
+
+
+def _calibrate_answers(settings, models_dir: Path, bot: str, domain: Path) -> None:
+    """Fit the intent-vs-article arbitration for the new model on the server's knowledge base and
+    print its operating point (serving would otherwise fit it at start-up)."""
+    from lingxi.dialogue.calibration import describe
+    from lingxi.serving.knowledge import calibrate_trained
+
+    print("calibrating the answer arbitration against the knowledge base …", file=sys.stderr)
+    try:
+        arbitration = calibrate_trained(settings, models_dir, bot, domain)
+    except Exception as exc:  # noqa: BLE001 - the model is saved; serving fits the arbitration at start-up
+        print(f"warning: answer arbitration not fitted ({exc}); `lingxi serve` fits it at start-up",
+              file=sys.stderr)
+        return
+    if arbitration is not None:
+        print(describe(arbitration))
 
 
 def _registry(args):
@@ -345,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="contrastively fine-tune the e5 encoder on the domain's examples first (CPU)")
     p.add_argument("--finetune-steps", type=int, help="step budget for --finetune")
     p.add_argument("--finetune-minutes", type=float, help="time budget for --finetune")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="skip fitting the intent-vs-article arbitration on the knowledge base (serve fits it)")
     model_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -425,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lingxi.evals.latency import add_latency_parser
 
     add_conversations_parser(esub)
+    from lingxi.serving.dialogue_cli import add_bot_parser
+
+    add_bot_parser(esub)
     add_latency_parser(esub)
     add_compare_parser(esub)
     from lingxi.datasets.validate import add_validate_parser

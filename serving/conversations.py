@@ -27,7 +27,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ from litestar import Litestar, Request, Response, Router, get, post
 from litestar.datastructures import State
 from litestar.params import Parameter
 
+from lingxi.datasets.domain import CalibrationSet, load_calibration_set
 from lingxi.dialogue import demo_backend
 from lingxi.dialogue.actions import ActionClient
 from lingxi.dialogue.engine import (
@@ -47,7 +48,6 @@ from lingxi.dialogue.engine import (
     MessageIn,
     ModelNotLoaded,
 )
-from lingxi.dialogue.knowledge import ArticleHit
 from lingxi.dialogue.stores import ConcurrentUpdate, ConversationBusy, build_store
 from lingxi.dialogue.tenancy import scope_engine_by_tenant
 from lingxi.dialogue.tracker import EventVerbosity
@@ -59,6 +59,7 @@ from .auth import require
 from .errors import ApiError, error_body
 from .events import set_event_tenant, tap_dialogue
 from .faults import backend_outage
+from .knowledge import ArbitrationStore, TenantKnowledge
 from .limits import check_json_depth
 
 log = logging.getLogger("lingxi.serving")
@@ -141,9 +142,11 @@ class RasaMessage(msgspec.Struct):
 
 
 class DialogueService:
-    def __init__(self, engine: DialogueEngine, max_text_chars: int = 2000) -> None:
+    def __init__(self, engine: DialogueEngine, max_text_chars: int = 2000,
+                 arbitrations: ArbitrationStore | None = None) -> None:
         self.engine = engine
         self.max_text_chars = max_text_chars
+        self.arbitrations = arbitrations
 
     def close(self) -> None:
         self.engine.close()
@@ -154,41 +157,81 @@ def _setting(settings: Any, name: str, default: Any) -> Any:
     return default if value is None else value
 
 
-def build_dialogue_service(settings: Any, models: Any, knowledge: Any = None) -> DialogueService:
-    """The engine from Settings (fields read with defaults until they exist):
+def dialogue_domain(settings: Any) -> Path:
+    from lingxi.datasets.domain import demo_domain_path
 
-    ``dialogue_store`` (``sqlite:///<home>/dialogue.db`` | ``memory`` | ``redis://…`` | any SQLAlchemy URL;
-    until Settings has the field, ``$LINGXI_DIALOGUE_STORE``),
-    ``dialogue_domain`` (folder with ``flows/``; default the demo), ``dialogue_backend_url`` (the shop
-    backend the flows call; default this server's demo shop), ``dialogue_lock_wait_s``.
+    return Path(_setting(settings, "dialogue_domain", demo_domain_path()))
+
+
+def eval_questions(domain: Path) -> CalibrationSet:
+    """The domain's held-out questions (``eval/``) the answer arbitration is calibrated on."""
+    try:
+        return load_calibration_set(domain)
+    except Exception as exc:  # noqa: BLE001 - a broken eval file: calibrate on the knowledge base alone
+        log.warning("ignoring the held-out files of %s for calibration: %s", domain, exc)
+        return CalibrationSet()
+
+
+def build_dialogue_service(settings: Any, models: Any, knowledge: Any = None,
+                           kbs: Callable[[], Any] | None = None, *, spec: Any = None, store: Any = None,
+                           actions: ActionClient | None = None, clock: Callable[[], float] | None = None
+                           ) -> DialogueService:
+    """The engine from Settings: ``dialogue_store`` (``sqlite:///<home>/dialogue.db`` | ``memory`` |
+    ``redis://…`` | any SQLAlchemy URL; default ``$LINGXI_DIALOGUE_STORE``), ``dialogue_domain``
+    (folder with ``flows/``; default the demo), ``dialogue_backend_url`` (the shop backend the flows
+    call; default this server's demo shop), ``dialogue_lock_wait_s``.
+
+    ``kbs()``: the server's knowledge bases (``app.state.kbs``); with it every turn consults the
+    tenant's knowledge base, and the answer arbitration is fitted for it (:mod:`.knowledge`).
+    ``knowledge``, ``spec``, ``store``, ``actions`` and ``clock`` replace what the settings say
+    (tests, and programs embedding the engine).
     """
     from lingxi.datasets.dialogue_files import load_dialogue
-    from lingxi.datasets.domain import demo_domain_path, load_domain
+    from lingxi.datasets.domain import load_domain
 
     home = Path(_setting(settings, "home", ".lingxi"))
     store_url = _setting(settings, "dialogue_store", os.environ.get("LINGXI_DIALOGUE_STORE")
                          or f"sqlite:///{(home / 'dialogue.db').resolve()}")
-    domain = Path(_setting(settings, "dialogue_domain", demo_domain_path()))
+    domain = dialogue_domain(settings)
     try:
         dom = load_domain(domain)
         known = set(dom.intent_names), {r.id for r in dom.rules}
     except Exception:  # noqa: BLE001 - the flows still load; intents are checked against the model later
         known = None, None
-    spec = load_dialogue(domain, *known)
+    spec = spec or load_dialogue(domain, *known)
     host = _setting(settings, "host", "127.0.0.1")
     host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     backend = _setting(settings, "dialogue_backend_url", f"http://{host}:{_setting(settings, 'port', 8000)}"
                                                          f"{DEMO_BACKEND_PATH}")
-    store = build_store(store_url, wait_s=float(_setting(settings, "dialogue_lock_wait_s", 10.0)),
-                        timeout_s=float(_setting(settings, "backend_timeout_s", 3.0)))
+    store = store or build_store(store_url, wait_s=float(_setting(settings, "dialogue_lock_wait_s", 10.0)),
+                                 timeout_s=float(_setting(settings, "backend_timeout_s", 3.0)))
 
     def nlu():
         loaded = models.current if models is not None else None
         return loaded.pipeline if loaded is not None else None
 
-    engine = DialogueEngine(spec, nlu, store, knowledge=knowledge, actions=ActionClient(backend))
+    if knowledge is None and kbs is not None:
+        knowledge = TenantKnowledge(kbs)
+    arbitrations = None
+    engine_box: list[DialogueEngine] = []
+    if knowledge is not None and models is not None:
+        questions = eval_questions(domain)
+
+        def loaded_version() -> str | None:
+            return models.current.bundle.version if models.current is not None else None
+
+        def fit():
+            return engine_box[0].fit_arbitration(questions, fitted_on={"model_version": loaded_version()})
+
+        arbitrations = ArbitrationStore(knowledge if isinstance(knowledge, TenantKnowledge) else TenantKnowledge(kbs),
+                                        fit, lambda: models.current.path if models.current is not None else None,
+                                        loaded_version)
+    engine = DialogueEngine(spec, nlu, store, knowledge=knowledge, actions=actions or ActionClient(backend),
+                            arbitration=arbitrations.current if arbitrations is not None else None,
+                            **({"clock": clock} if clock is not None else {}))
+    engine_box.append(engine)
     scope_engine_by_tenant(engine)  # every request sees only its tenant's conversations and visitors
-    return DialogueService(engine, int(_setting(settings, "max_text_chars", 2000)))
+    return DialogueService(engine, int(_setting(settings, "max_text_chars", 2000)), arbitrations)
 
 
 _build_lock = threading.Lock()
@@ -200,7 +243,8 @@ def service_of(state: State) -> DialogueService:
         with _build_lock:
             svc = getattr(state, "dialogue", None)
             if svc is None:
-                svc = build_dialogue_service(state.settings, getattr(state, "models", None))
+                svc = build_dialogue_service(state.settings, getattr(state, "models", None),
+                                             kbs=lambda: getattr(state, "kbs", None))
                 tap_dialogue(state, svc)
                 state.dialogue = svc
     return svc
@@ -208,51 +252,32 @@ def service_of(state: State) -> DialogueService:
 
 @asynccontextmanager
 async def dialogue_lifespan(app: Litestar) -> AsyncIterator[None]:
-    """Builds ``app.state.dialogue`` at startup (unless a test put one there) and closes it at shutdown."""
+    """Builds ``app.state.dialogue`` at startup (unless a test put one there), fits or loads the
+    default tenant's answer arbitration before traffic, and closes the service at shutdown."""
     import anyio
 
     if getattr(app.state, "dialogue", None) is None:
         try:
             app.state.dialogue = await anyio.to_thread.run_sync(
-                build_dialogue_service, app.state.settings, getattr(app.state, "models", None))
+                lambda: build_dialogue_service(app.state.settings, getattr(app.state, "models", None),
+                                               kbs=lambda: getattr(app.state, "kbs", None)))
         except Exception as exc:
             if backend_outage(exc) is None:
                 raise
             log.warning("conversation store unavailable at start-up (%s); conversation calls answer 503 "
                         "store_unavailable until it is reachable", type(exc).__name__)
-    if getattr(app.state, "dialogue", None) is not None:
-        scope_engine_by_tenant(app.state.dialogue.engine)  # before the event tap wraps the store
-        tap_dialogue(app.state, app.state.dialogue)  # turns become learning events (serving/events.py)
+    svc: DialogueService | None = getattr(app.state, "dialogue", None)
+    if svc is not None:
+        scope_engine_by_tenant(svc.engine)  # before the event tap wraps the store
+        tap_dialogue(app.state, svc)  # turns become learning events (serving/events.py)
+        models = getattr(app.state, "models", None)
+        if svc.arbitrations is not None and models is not None and models.current is not None:
+            await anyio.to_thread.run_sync(svc.arbitrations.ensure)
     try:
         yield
     finally:
-        svc = getattr(app.state, "dialogue", None)
         if svc is not None:
             svc.close()
-
-
-def kb_knowledge(kb: Any) -> Any:
-    """Adapt the knowledge-base service (``app.state.kb``) to the dialogue's ``KnowledgeSource``.
-
-    Not wired by default: the KB's scores are fused ranks, not probabilities, and
-    ``knowledge.min_score`` in the dialogue config must be calibrated against them first.
-    """
-
-    class _Adapter:
-        def search(self, query: str, channel: str | None, tags) -> list[ArticleHit]:
-            from lingxi.retrieval.search import SearchRequest
-
-            resp = kb.search(SearchRequest(query=query, channel=channel, visitor_tags=list(tags), top_k=3))
-            return [ArticleHit(h.article_id, h.title, float(h.score), h.passage) for h in resp.results]
-
-        def get(self, article_id: str) -> ArticleHit | None:
-            try:
-                a = kb.get(article_id)
-            except Exception:  # noqa: BLE001 - unknown article: a bare card
-                return None
-            return ArticleHit(a.id, a.title, 1.0)
-
-    return _Adapter()
 
 
 # ------------------------------------------------------------------ validation and mapping

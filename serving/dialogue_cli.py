@@ -96,8 +96,25 @@ def load_or_train_model(domain_dir: Path, models_dir: str | None, config: str | 
     return loaded
 
 
+def replay_served(run: ConversationRun, config: str | None) -> list:
+    """Replay the run's tests with the knowledge base and the arbitration the server would use."""
+    import msgspec
+
+    from lingxi.dialogue.tenancy import tenant_scope
+    from lingxi.dialogue.testing import run_tests
+    from lingxi.serving.knowledge import served_knowledge
+    from lingxi.serving.loading import ModelHolder
+    from lingxi.serving.settings import load_settings
+
+    settings = msgspec.structs.replace(load_settings(config), dialogue_domain=str(run.domain_dir))
+    holder = ModelHolder(run.loaded.path.parent.parent, run.loaded.bundle.bot)
+    holder.current = run.loaded
+    with served_knowledge(settings, holder) as (knowledge, arbitration), tenant_scope("default"):
+        return run_tests(run.tests, run.loaded.pipeline, run.spec, knowledge, arbitration)
+
+
 def cmd_test_conversations(args) -> int:
-    from lingxi.dialogue.testing import format_report, run_tests
+    from lingxi.dialogue.testing import format_report
 
     try:
         run = prepare_conversation_run(args.path, args.domain, args.models_dir, getattr(args, "config", None))
@@ -105,8 +122,8 @@ def cmd_test_conversations(args) -> int:
         for line in exc.lines:
             print(line, file=sys.stderr)
         return 2
-    tests, spec, loaded, tests_path = run.tests, run.spec, run.loaded, run.tests_path
-    reports = run_tests(tests, loaded.pipeline, spec)
+    loaded, tests_path = run.loaded, run.tests_path
+    reports = replay_served(run, getattr(args, "config", None))
     print(format_report(reports, verbose=args.verbose))
     print(f"model {loaded.bundle.bot}@{loaded.bundle.version}; tests {tests_path}")
     if args.json:
@@ -146,3 +163,92 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def cmd_eval_bot(args) -> int:
+    """``lingxi eval bot``: the benchmark through the engine ``lingxi serve`` builds from the same settings."""
+    import msgspec
+
+    from lingxi.datasets.bot_cases import demo_bot_path, load_cases
+    from lingxi.datasets.domain import DomainError
+    from lingxi.dialogue.engine import MessageIn
+    from lingxi.dialogue.tenancy import tenant_scope
+    from lingxi.evals.bot import run_bot_benchmark
+    from lingxi.retrieval.tenants import KbTenants
+    from lingxi.serving.conversations import build_dialogue_service
+    from lingxi.serving.kb import kb_config_from_settings
+    from lingxi.serving.loading import ModelHolder
+    from lingxi.serving.settings import load_settings
+
+    named = {"demo": demo_bot_path("dev"), "demo-dev": demo_bot_path("dev"), "demo-test": demo_bot_path("test")}
+    folder = named.get(args.dataset, Path(args.dataset))
+    try:
+        cases = load_cases(folder)
+    except DomainError as exc:
+        for p in exc.problems:
+            print(str(p), file=sys.stderr)
+        return 2
+    if args.limit:
+        cases = cases[: args.limit]
+    settings = load_settings(getattr(args, "config", None))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = args.store or f"sqlite:///{(out / 'dialogue.db').resolve()}"
+    settings = msgspec.structs.replace(settings, dialogue_store=store)
+    holder = ModelHolder(Path(args.models_dir) if args.models_dir else settings.models_path, settings.bot)
+    loaded = holder.load_latest()
+    if loaded is None:
+        print(f"error: {holder.last_error} (train one with `lingxi train`)", file=sys.stderr)
+        return 2
+    tenants = KbTenants(kb_config_from_settings(settings), Path(settings.home))
+    try:
+        with tenant_scope("default"):
+            tenants.get("default")
+            svc = build_dialogue_service(settings, holder, kbs=lambda: tenants)
+            arbitration = svc.arbitrations.ensure() if svc.arbitrations is not None else None
+            engine = svc.engine
+
+            def send(cid, turn, ts, payload):
+                return engine.handle_message(cid, MessageIn(
+                    text=None if payload or turn.payload else turn.say, payload=payload or turn.payload,
+                    channel=turn.channel, language=turn.language, tags=turn.tags, timestamp=ts))
+
+            def progress(done, total):
+                if done % 50 == 0 or done == total:
+                    print(f"  {done}/{total} cases", file=sys.stderr)
+
+            setup = {"store": store.split("///")[0] if store.startswith("sqlite") else store.split("://")[0],
+                     "knowledge_base": str(Path(settings.home) / "kb"),
+                     "arbitration": msgspec.to_builtins(arbitration.report) if arbitration else None,
+                     "thresholds": {"answer": arbitration.answer_threshold, "options": arbitration.option_threshold,
+                                    "margin": arbitration.margin} if arbitration else None}
+            own = {n: m.article for n, m in loaded.pipeline.intents.items() if m.article}
+            results = run_bot_benchmark(cases, send, out, dataset=str(folder), setup=setup, own_article=own,
+                                        model={"version": loaded.bundle.version, "bot": loaded.bundle.bot},
+                                        report=not args.no_report, progress=progress)
+            svc.close()
+    finally:
+        tenants.close()
+    r = results
+    print(f"{r['cases']} cases: correct resolution {r['correct_resolution_rate']:.1%}, wrong answers "
+          f"{r['wrong_answer_rate']:.1%}, clarify {r['clarify_rate']:.1%}, fallback {r['fallback_rate']:.1%}, "
+          f"handoff {r['handoff_rate']:.1%}; turns passed {r['turn_pass_rate']:.1%} of {r['judged_turns']}")
+    if r.get("out_of_scope_no_article_rate") is not None:
+        print(f"out of scope given no article {r['out_of_scope_no_article_rate']:.1%}; English answered in English "
+              f"{(r.get('english_answered_in_english_rate') or 0):.1%} of {r['english_cases']}; "
+              f"empty replies {r['empty_replies']}")
+    print(f"wrote {out / 'results.json'}")
+    return 0
+
+
+def add_bot_parser(subparsers) -> None:
+    """Register ``bot`` under ``lingxi eval``."""
+    p = subparsers.add_parser("bot", help="end-to-end customer-service benchmark on labelled conversations")
+    p.add_argument("--dataset", default="demo",
+                   help="folder of case files, or demo (= demo-dev) | demo-test (default: demo)")
+    p.add_argument("--out", required=True, help="output folder for results.json, errors.jsonl, report.html")
+    p.add_argument("--store", help="tracker store URL (default: a fresh SQLite file in --out)")
+    p.add_argument("--models-dir", help="where trained bundles are (default: $LINGXI_HOME/models)")
+    p.add_argument("--limit", type=int, help="only the first N cases")
+    p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.set_defaults(func=cmd_eval_bot)

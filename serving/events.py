@@ -48,10 +48,12 @@ from lingxi.retrieval.articles import KbError
 from lingxi.training.events import (
     FEEDBACK_TYPES,
     Clarification,
+    Click,
     Event,
     EventStore,
     EventWriter,
     Handoff,
+    Impression,
     IngestReport,
     KnownArticles,
     KnownConversations,
@@ -251,6 +253,19 @@ def dialogue_to_events(cid: str, history: list[DialogueEvent], first_new: int, *
             out.append(Event(event_id=_event_id(cid, index), ts=e.ts, **common, payload=Reply(
                 text=_clip(e.text, 4000), kind=e.kind[:64] or "text", article_id=e.article.id if e.article else None,
                 buttons=[b.payload[:200] for b in e.buttons[:20]])))
+            # the articles the bot showed are impressions the server made: the customer's clicks and
+            # votes on them count against these (a card without a search is not an impression)
+            cards = [c for c in ((e.article,) if e.article else ()) + tuple(e.articles) if c.search_id]
+            for k, card in enumerate(cards):
+                out.append(Event(event_id=_event_id(cid, index, f":imp{k}"), ts=e.ts, **common, payload=Impression(
+                    article_id=card.id[:64], rank=max(1, min(card.rank or 1, 1000)), search_id=card.search_id[:64],
+                    query=_clip(last_text, 500), intent=turn_intent)))
+        elif isinstance(e, ClarificationResolved) and e.value.startswith("article:"):
+            _, asked = _clarified_text(history, pos)
+            card = next((c for c in (asked.articles if asked else ()) if f"article:{c.id}" == e.value), None)
+            if card is not None:  # picking an offered article is a click on it
+                out.append(Event(event_id=_event_id(cid, index), ts=e.ts, **common, payload=Click(
+                    article_id=card.id[:64], rank=card.rank, search_id=card.search_id)))
         elif isinstance(e, ClarificationResolved):
             vague, asked = _clarified_text(history, pos)
             if vague and asked is not None:

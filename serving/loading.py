@@ -33,7 +33,7 @@ def pipeline_from_bundle(bundle: ModelBundle, encoder: Encoder | None = None, ra
         normalizer=normalizer,
         rules=KeywordRules(bundle.rules, normalize=normalizer),
         entities=EntityExtractor({p.name: p.pattern for p in bundle.entity_patterns}),
-        intents={i.name: IntentMeta(i.label, i.category, i.response) for i in bundle.intents},
+        intents={i.name: IntentMeta(i.label, i.category, i.response, i.article) for i in bundle.intents},
         model_ref=ModelRef(bundle.bot, bundle.version),
         clarify_menus={c.name: list(c.clarify) for c in bundle.categories if c.clarify},
         ranking_size=ranking_size,

@@ -17,6 +17,8 @@ from litestar import Request, Response, Router, get
 from litestar.datastructures import State
 from litestar.static_files import create_static_files_router
 
+from lingxi.nlu.texts import pick_text
+
 from .auth import principal, require
 from .errors import ApiError
 
@@ -84,7 +86,7 @@ def session(request: Request, state: State) -> dict[str, object]:
     and marks what it may not do; the API enforces roles either way."""
     who = principal(request)
     loaded = getattr(getattr(state, "models", None), "current", None)
-    intents = [{"name": i.name, "label": i.label} for i in loaded.bundle.intents] if loaded else []
+    intents = [{"name": i.name, "label": pick_text(i.label)} for i in loaded.bundle.intents] if loaded else []
     return {"name": who.name, "role": who.role, "tenant": who.tenant, "bot": state.settings.bot,
             "intents": intents}
 

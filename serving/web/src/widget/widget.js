@@ -14,8 +14,6 @@ import { Memory } from "./storage.js";
 import { Suggestions } from "./suggest.js";
 import { renderSurvey } from "./survey.js";
 
-const FALLBACK_KINDS = new Set(["fallback"]);
-
 export class Widget {
   /**
    * @param {{api: string, siteKey: string|null, channel: string, lang: "zh"|"en", maxChars: number,
@@ -358,8 +356,11 @@ export class Widget {
   handleResult(result, typedText) {
     const messages = result.messages || [];
     for (const m of messages) {
+      // a card the server showed carries its search, so opening and voting on it count against it
+      const card = m.article || (m.articles && m.articles[0]) || null;
       this.add({ role: "bot", text: m.text || "", kind: m.kind || "text", buttons: m.buttons || [],
-        article: m.article || null });
+        article: m.article || null, articles: m.articles || [],
+        searchId: card ? card.search_id || null : null, query: card ? typedText : null });
       if (m.article && !m.article.title) this.fillArticle(m.article);
     }
     if (result.handoff) {
@@ -374,8 +375,6 @@ export class Widget {
     } else if (messages.length && this.state.mode) {
       this.setMode(null); // the bot answers again (an agent released the conversation, or a message was left)
     }
-    const fellBack = result.decision === "fallback" || messages.some((m) => FALLBACK_KINDS.has(m.kind));
-    if (fellBack && typedText) this.recommend(typedText);
     if (!this.isOpen && messages.some((m) => m.kind === "proactive")) this.notify(messages);
   }
 
@@ -429,24 +428,6 @@ export class Widget {
     this.api.feedback(events.map((e) => ({ ...common, ...e }))).catch(() => {});
   }
 
-  async recommend(query) {
-    let response;
-    try {
-      response = await this.api.search(query, this.options.channel, 3);
-    } catch {
-      return;
-    }
-    const hits = (response.results || []).slice(0, 3);
-    if (!hits.length) return;
-    this.add({
-      role: "bot", kind: "maybe", text: this.t("maybe"), searchId: response.search_id, query,
-      articles: hits.map((h) => ({ id: h.article_id, title: h.title, snippet: h.passage, highlights: h.highlights,
-        rank: h.rank })),
-    });
-    this.feedback(hits.map((h) => ({ type: "impression", article_id: h.article_id, rank: h.rank,
-      search_id: response.search_id, query })));
-  }
-
   async pickSuggestion(item, query) {
     if (!item.article_id) {
       this.input.value = item.text;
@@ -467,10 +448,11 @@ export class Widget {
   async fillArticle(article) {
     try {
       const full = await this.api.article(article.id);
-      article.title = full.title;
+      const translated = (full.translations || {})[this.lang];
+      article.title = (translated && translated.title) || full.title;
       this.memory.save(this.state);
       this.root.querySelectorAll(`.card[data-article-id="${CSS.escape(article.id)}"] h3`).forEach((h) => {
-        h.textContent = full.title;
+        h.textContent = article.title;
       });
     } catch {
       // the card keeps its id as the title
@@ -487,11 +469,14 @@ export class Widget {
     }
     const ctx = { t: (key, ...args) => this.t(key, ...args) };
     const opened = Date.now();
-    const common = { article_id: article.id, search_id: record.searchId || undefined, query: record.query || undefined };
+    const common = { article_id: article.id, search_id: article.search_id || record.searchId || undefined,
+      query: record.query || undefined, conversation_id: this.state.conversationId || undefined };
     if (logClick) this.feedback([{ type: "click", rank: article.rank || undefined, ...common }]);
     try {
       const full = await this.api.article(article.id);
-      renderArticleBody(card, full.body || full.title, ctx, (resolved) => {
+      const translated = (full.translations || {})[this.lang];
+      const body = (translated && translated.body) || full.body || full.title;
+      renderArticleBody(card, body, ctx, (resolved) => {
         this.feedback([
           { type: "dwell", dwell_ms: Date.now() - opened, article_id: article.id, search_id: common.search_id },
           { type: "vote", resolved, ...common },
