@@ -31,12 +31,11 @@ def run_conversations_eval(out_dir: str | Path, path: str | None = None, domain:
                            models_dir: str | None = None, config: str | None = None, report: bool = True,
                            tracking_uri: str | None = None) -> dict:
     """Replay the tests and write the run folder; raises ``SetupError`` on broken files."""
-    from lingxi.dialogue.testing import run_tests
-    from lingxi.serving.dialogue_cli import prepare_conversation_run
+    from lingxi.serving.dialogue_cli import prepare_conversation_run, replay_served
 
     started = time.perf_counter()
     run = prepare_conversation_run(path, domain, models_dir, config)
-    reports = run_tests(run.tests, run.loaded.pipeline, run.spec)
+    reports = replay_served(run, config)
     bundle = run.loaded.bundle
     turns: list[dict] = []
     failures: list[dict] = []

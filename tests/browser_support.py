@@ -83,12 +83,13 @@ def browser_ready() -> None:
 
 
 @pytest.fixture(scope="session")
-def live_server(browser_ready, trained_demo, demo_encoder, lingxi_home,
+def live_server(browser_ready, trained_demo, demo_encoder, lingxi_home, demo_arbitration,
                 tmp_path_factory) -> Iterator[LiveServer]:
     """The real app on a free loopback port (uvicorn in a thread), sharing the session's model.
 
     One server for all browser tests: building the demo knowledge base's index is the slow part of a
-    start. Tests therefore make their own conversations and never assume an empty store."""
+    start. Tests therefore make their own conversations and never assume an empty store. The answer
+    arbitration fitted for the model (``demo_arbitration``, saved beside the bundle) loads at start."""
     import uvicorn
 
     from lingxi.serving.app import create_app

@@ -113,5 +113,37 @@ def demo_spec():
 
 
 @pytest.fixture(scope="session")
-def demo_knowledge():
-    return None
+def demo_kbs(tmp_path_factory):
+    """The demo help centre in a real knowledge base (SQLite, FAISS + BM25 index), started once."""
+    from lingxi.retrieval.service import KbConfig
+    from lingxi.retrieval.tenants import KbTenants
+
+    tenants = KbTenants(KbConfig(), tmp_path_factory.mktemp("demo-kb-home"))
+    tenants.get("default")
+    yield tenants
+    tenants.close()
+
+
+@pytest.fixture(scope="session")
+def demo_knowledge(demo_kbs):
+    """The demo knowledge base as the dialogue consults it in every turn (the server's adapter)."""
+    from lingxi.serving.knowledge import TenantKnowledge
+
+    return TenantKnowledge(lambda: demo_kbs)
+
+
+@pytest.fixture(scope="session")
+def demo_arbitration(trained_demo, demo_encoder, demo_kbs, lingxi_home):
+    """The answer arbitration fitted for the trained demo model and the demo knowledge base, saved
+    next to the bundle (as ``lingxi train`` does), so every app serving that bundle loads it."""
+    from lingxi.serving.knowledge import served_knowledge
+    from lingxi.serving.loading import ModelHolder
+    from lingxi.serving.settings import Settings
+
+    holder = ModelHolder(lingxi_home / "models", trained_demo.bundle.bot)
+    holder._encoders[repr(trained_demo.bundle.encoders)] = demo_encoder
+    assert holder.load_latest() is not None
+    with served_knowledge(Settings(home=str(demo_kbs.home)), holder, demo_kbs) as (_, arbitration):
+        assert arbitration is not None
+        return arbitration
+

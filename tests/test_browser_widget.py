@@ -171,6 +171,65 @@ def test_dwelling_on_checkout_brings_an_offer_of_help(page, live_server):
     shot(page, "widget-proactive-checkout")
 
 
+def test_a_help_question_gets_an_article_card_and_a_vote_is_stored_for_it(page, live_server):
+    at_time(page, MORNING)
+    open_widget(page, live_server)
+    reply = say(page, "怎么关闭App推送")
+    assert reply["decision"] == "knowledge", reply["trace"]
+    card_sent = next(m["article"] for m in reply["messages"] if m.get("article"))
+    card = page.locator(f"{WIDGET} article.card[data-article-id='{card_sent['id']}']").last
+    expect(card.locator("h3")).to_have_text(card_sent["title"])
+    with page.expect_response(lambda r: f"/v1/kb/articles/{card_sent['id']}" in r.url):
+        card.get_by_role("button", name="查看全文").click()
+    with page.expect_response(lambda r: r.url.endswith("/v1/feedback")) as feedback:
+        card.get_by_role("button", name="未解决").click()
+    assert feedback.value.status == 202
+    sent = json.loads(feedback.value.request.post_data)["events"]
+    vote = next(e for e in sent if e["type"] == "vote")
+    assert vote["article_id"] == card_sent["id"] and vote["resolved"] is False
+    assert vote["search_id"] == card_sent["search_id"], "the vote counts against the bot's own impression"
+    store = live_server.app.state.events
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the server's impression goes through its event writer
+        stored = store.query("default", types=["vote", "impression"])
+        kinds = {(e.payload.type, e.payload.article_id, e.payload.search_id) for e in stored}
+        if {("vote", card_sent["id"], card_sent["search_id"]),
+                ("impression", card_sent["id"], card_sent["search_id"])} <= kinds:
+            break
+        time.sleep(0.2)
+    assert ("vote", card_sent["id"], card_sent["search_id"]) in kinds
+    assert ("impression", card_sent["id"], card_sent["search_id"]) in kinds
+    shot(page, "widget-article-answer-vote")
+    assert not page.errors.errors
+
+
+def test_idling_after_an_answer_never_shows_a_handoff_notice(page, live_server):
+    page.clock.install()
+    at_time(page, MORNING)
+    open_widget(page, live_server)
+    say(page, "支持哪些支付方式")
+    page.clock.fast_forward(65_000)  # dwell and idle reports go out; none of them says anything
+    page.wait_for_timeout(500)
+    expect(page.locator(f"{WIDGET} .state")).to_be_hidden()
+    expect(page.locator(f"{WIDGET} .msg.system")).to_have_count(0)
+    assert page.locator(f"{WIDGET} .panel").get_attribute("data-mode") == "bot"
+
+
+def test_at_night_a_question_during_the_message_step_is_answered(page, live_server):
+    at_time(page, NIGHT)
+    open_widget(page, live_server)
+    first = say(page, "转人工")
+    reply = first if first["active_flow"] == "leave_message" else say(page, "转人工")
+    assert reply["active_flow"] == "leave_message"
+    answer = say(page, "How do I get an invoice?")
+    assert answer["decision"] in ("answer", "knowledge") and answer["active_flow"] == "leave_message", answer["trace"]
+    texts = [m["text"] for m in answer["messages"] if m.get("text")]
+    assert texts and all(not any("\u4e00" <= ch <= "\u9fff" for ch in t) for t in texts), texts
+    log = page.locator(f"{WIDGET} .log")
+    expect(log.get_by_text(texts[0], exact=True).last).to_be_visible()
+    shot(page, "widget-offhours-question-answered")
+
+
 def test_asking_for_a_human_shows_the_handoff_state(page, live_server):
     at_time(page, MORNING)
     open_widget(page, live_server)

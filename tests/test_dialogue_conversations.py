@@ -6,12 +6,15 @@ import textwrap
 
 from lingxi.datasets.dialogue_files import load_conversation_tests
 from lingxi.datasets.domain import demo_domain_path
+from lingxi.dialogue.tenancy import tenant_scope
 from lingxi.dialogue.testing import format_report, run_tests
 
 
-def test_every_demo_conversation_test_passes(demo_pipeline, demo_spec):
+def test_every_demo_conversation_test_passes(demo_pipeline, demo_spec, demo_knowledge, demo_arbitration):
+    """As served: the demo knowledge base in every turn and the fitted answer arbitration."""
     tests = load_conversation_tests(demo_domain_path() / "tests")
-    reports = run_tests(tests, demo_pipeline, demo_spec)
+    with tenant_scope("default"):
+        reports = run_tests(tests, demo_pipeline, demo_spec, demo_knowledge, demo_arbitration)
     failed = [r for r in reports if not r.passed]
     assert not failed, format_report(failed)
     assert len(reports) >= 25

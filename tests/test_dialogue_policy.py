@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import pytest
@@ -12,9 +13,9 @@ from lingxi.dialogue import demo_backend
 from lingxi.dialogue.actions import ActionClient, mask, render
 from lingxi.dialogue.engine import DialogueEngine, MessageIn
 from lingxi.dialogue.flows import match_boolean, match_choice
-from lingxi.dialogue.knowledge import ArticleHit, StaticKnowledge
 from lingxi.dialogue.sentiment import negative_score
 from lingxi.dialogue.stores import MemoryTrackerStore
+from lingxi.dialogue.tenancy import tenant_scope
 
 T0 = datetime.fromisoformat("2026-11-24T10:00:00+08:00").timestamp()
 
@@ -25,21 +26,49 @@ def spec():
     return load_dialogue(demo_domain_path(), set(domain.intent_names), {r.id for r in domain.rules})
 
 
-def engine(spec, pipeline, knowledge=None):
-    return DialogueEngine(spec, pipeline, MemoryTrackerStore(), knowledge=knowledge,
+def engine(spec, pipeline, knowledge=None, arbitration=None):
+    return DialogueEngine(spec, pipeline, MemoryTrackerStore(), knowledge=knowledge, arbitration=arbitration,
                           actions=ActionClient("http://shop.test", transport=demo_backend.transport()))
 
 
-def test_knowledge_answers_before_clarify_and_fallback_and_is_optional(spec, demo_pipeline):
-    kb = StaticKnowledge([(ArticleHit("kb-weather", "天气与配送", 0.0, snippet="恶劣天气会延迟配送"),
-                           ["天气", "配送"])])
-    e = engine(spec, demo_pipeline, kb)
-    r = e.handle_message("k1", MessageIn(text="天气不好会影响配送吗", timestamp=T0))
-    assert r.decision == "knowledge" and r.messages[0].article.id == "kb-weather"
-    assert [t.stage for t in r.trace if t.outcome == "hit"] == ["knowledge"]
-    r = engine(spec, demo_pipeline).handle_message("k2", MessageIn(text="天气不好会影响配送吗", timestamp=T0))
-    assert r.decision in ("fallback", "clarify")
-    assert any(t.stage == "knowledge" and t.outcome == "skip" for t in r.trace)
+def test_a_help_question_is_answered_with_its_article_and_the_kb_is_optional(spec, demo_pipeline, demo_knowledge,
+                                                                            demo_arbitration):
+    e = engine(spec, demo_pipeline, demo_knowledge, demo_arbitration)
+    with tenant_scope("default"):
+        r = e.handle_message("k1", MessageIn(text="怎么关闭App推送", timestamp=T0))
+    assert r.decision == "knowledge", r.trace
+    card = r.messages[0].article
+    assert card.id == "kb-message-notify" and card.search_id and r.messages[0].text
+    assert any(t.stage == "arbitration" and t.outcome == "hit" for t in r.trace)
+    # no knowledge source: the parse decides alone and the trace says so
+    r = engine(spec, demo_pipeline).handle_message("k2", MessageIn(text="怎么关闭App推送", timestamp=T0))
+    assert r.decision != "knowledge" and not any(m.article for m in r.messages)
+    assert any("articles unused" in t.detail for t in r.trace)
+
+
+def test_a_rejected_refund_is_not_a_new_refund_application(spec, demo_pipeline, demo_knowledge, demo_arbitration):
+    e = engine(spec, demo_pipeline, demo_knowledge, demo_arbitration)
+    with tenant_scope("default"):
+        r = e.handle_message("k3", MessageIn(text="退款申请被拒绝了怎么办", timestamp=T0))
+    assert r.active_flow is None and r.decision == "knowledge", r.trace
+    assert r.messages[0].article.id == "kb-refund-rejected"
+
+
+def test_an_out_of_scope_request_gets_no_articles(spec, demo_pipeline, demo_knowledge, demo_arbitration):
+    e = engine(spec, demo_pipeline, demo_knowledge, demo_arbitration)
+    with tenant_scope("default"):
+        r = e.handle_message("k4", MessageIn(text="帮我订一张去上海的高铁票", timestamp=T0))
+    assert r.decision == "fallback", r.trace
+    assert not any(m.article or m.articles for m in r.messages)
+    assert not any(b.payload.startswith("/article:") for m in r.messages for b in m.buttons)
+
+
+def test_an_english_question_is_answered_in_english(spec, demo_pipeline, demo_knowledge, demo_arbitration):
+    e = engine(spec, demo_pipeline, demo_knowledge, demo_arbitration)
+    with tenant_scope("default"):
+        r = e.handle_message("k5", MessageIn(text="How do I get an invoice?", timestamp=T0))
+    assert r.decision in ("answer", "knowledge"), r.trace
+    assert all(not re.search(r"[\u4e00-\u9fff]", m.text or "") for m in r.messages), [m.text for m in r.messages]
 
 
 def test_a_new_session_after_the_timeout_resets_the_flow_but_keeps_the_log(spec, demo_pipeline):

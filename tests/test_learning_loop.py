@@ -16,7 +16,7 @@ from lingxi.dialogue.actions import ActionClient
 from lingxi.dialogue.engine import DialogueEngine
 from lingxi.dialogue.stores import SQLTrackerStore
 from lingxi.serving.app import create_app
-from lingxi.serving.conversations import DialogueService
+from lingxi.serving.conversations import DialogueService, build_dialogue_service
 from lingxi.serving.loading import ModelHolder
 from lingxi.serving.settings import ApiKey, Settings
 from lingxi.training.events import Clarification, Parse, Reply
@@ -30,7 +30,7 @@ def H(who: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def holder(trained_demo, demo_encoder, lingxi_home):
+def holder(trained_demo, demo_encoder, lingxi_home, demo_arbitration):
     h = ModelHolder(lingxi_home / "models", "demo-shop")
     h._encoders[repr(trained_demo.bundle.encoders)] = demo_encoder
     assert h.load_latest() is not None
@@ -48,9 +48,9 @@ def client(holder, tmp_path_factory):
     domain = load_domain(demo_domain_path())
     spec = load_dialogue(demo_domain_path(), set(domain.intent_names), {r.id for r in domain.rules})
     store = SQLTrackerStore(f"sqlite:///{home / 'dialogue.db'}")
-    engine = DialogueEngine(spec, lambda: holder.current.pipeline, store,
-                            actions=ActionClient("http://shop.test", transport=demo_backend.transport()))
-    app.state.dialogue = DialogueService(engine)
+    app.state.dialogue = build_dialogue_service(
+        settings, holder, kbs=lambda: getattr(app.state, "kbs", None), spec=spec, store=store,
+        actions=ActionClient("http://shop.test", transport=demo_backend.transport()))
     with TestClient(app) as c:
         yield c
 
@@ -150,8 +150,11 @@ def test_operators_resolve_entries_and_targets_are_checked(client):
     assert r.status_code == 200 and r.json()["status"] == "resolved" and r.json()["resolved_by"] == "ops"
     assert item["id"] not in {i["id"] for i in entries(client)}  # no longer open
     labels = client.get("/v1/misunderstood/labels", headers=H("ops")).json()
-    assert {"text": "你们的猫粮有货吗", "intent": "pet_food_stock", "source": "operator", "weight": 1.0, "count": 1,
-            "hard_negative": False, "predicted": None, "new_intent": True} in labels
+    label = next(x for x in labels if x["text"] == "你们的猫粮有货吗")
+    assert (label["intent"], label["source"], label["count"], label["new_intent"]) == ("pet_food_stock", "operator",
+                                                                                      1, True)
+    # answered with another intent, the label is a hard negative and weighs double; else it weighs 1
+    assert (label["weight"], label["hard_negative"]) == ((2.0, True) if label["predicted"] else (1.0, False))
 
 
 def test_assigning_to_an_article_adds_a_question_variant_as_a_draft(client):

@@ -15,6 +15,7 @@ import pytest
 
 from lingxi.dialogue.engine import DialogueEngine, MessageIn
 from lingxi.dialogue.stores import MemoryTrackerStore, RedisTrackerStore, SQLTrackerStore
+from lingxi.dialogue.tenancy import tenant_scope
 
 REDIS_URL = os.environ.get("LINGXI_TEST_REDIS_URL")
 PG_URL = os.environ.get("LINGXI_TEST_POSTGRES_URL")
@@ -46,17 +47,18 @@ def _store(kind: str, tmp_path):
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres", "redis"])
 def test_every_turn_of_a_500_turn_conversation_gets_a_reply(kind, tmp_path, demo_pipeline, demo_spec,
-                                                            demo_knowledge):
+                                                            demo_knowledge, demo_arbitration):
     store = _store(kind, tmp_path)
-    engine = DialogueEngine(demo_spec, demo_pipeline, store, knowledge=demo_knowledge)
+    engine = DialogueEngine(demo_spec, demo_pipeline, store, knowledge=demo_knowledge, arbitration=demo_arbitration)
     cid = f"long-{uuid.uuid4().hex[:8]}"
     empty: list[tuple[int, str, str]] = []
     try:
-        for i in range(510):
-            text = QUESTIONS[i % len(QUESTIONS)]
-            result = engine.handle_message(cid, MessageIn(text=text, channel="web", timestamp=MORNING + i * 20))
-            if not result.messages or result.silent or result.handoff is not None:
-                empty.append((i, text, result.decision))
+        with tenant_scope("default"):  # the knowledge base is looked up per tenant, as in the server
+            for i in range(510):
+                text = QUESTIONS[i % len(QUESTIONS)]
+                result = engine.handle_message(cid, MessageIn(text=text, channel="web", timestamp=MORNING + i * 20))
+                if not result.messages or result.silent or result.handoff is not None:
+                    empty.append((i, text, result.decision))
         tracker = engine.tracker(cid)
         stored = store.events(cid)
     finally:
