@@ -45,7 +45,7 @@ ARTICLE_MODEL_FEATURES: tuple[str, ...] = (*ARTICLE_FEATURES, "rank1", "own_of_t
                                            "conflict_p", "unowned", "top_own_found", "parse_oos", "parse_clarify",
                                            "parse_oos_dense", "intent_mass")
 MAX_OPTIONS = 4
-VERSION = 8  # of the features and the decision rule: a saved fit of another version is fitted again
+VERSION = 11  # of the features and the decision rule: a saved fit of another version is fitted again
 OPTION_INTENTS = 3  # of the intent ranking's top, offered when the parse itself did not clarify
 
 
@@ -240,7 +240,8 @@ class Evidence:
     answers: list[Candidate]
     articles: list[Candidate]
     intent_options: list[Candidate]
-    menu: bool  # the parse's options are an operator's category menu (a vague message)
+    menu: bool  # the parse's options are an operator's category menu
+    vague: bool = False  # ... because the message is a vague one of that category (not merely ambiguous)
 
 
 def answer_candidates(parse: ParseResult, hits: Sequence[ArticleHit], links: Links,
@@ -281,6 +282,7 @@ def gather(parse: ParseResult, hits: Sequence[ArticleHit], arbitration: Arbitrat
     ranking = top_intents(parse)
     confidence = dict(ranking)
     menu = parse.decision == "clarify" and parse.clarification is not None and parse.clarification.category is not None
+    vague = menu and bool(parse.clarification and parse.clarification.vague)
     if parse.decision == "clarify" and parse.clarification is not None:
         names = [o.intent for o in parse.clarification.options]
     else:
@@ -301,7 +303,7 @@ def gather(parse: ParseResult, hits: Sequence[ArticleHit], arbitration: Arbitrat
             if c.kind == "intent" and c.intent:
                 same = [o for o in options if o.intent != c.intent and o.intent and outcome(o.intent) == outcome(c.intent)]
                 c.probability = min(1.0, c.probability + sum(o.probability for o in same))
-    return Evidence(answers, articles, options, menu)
+    return Evidence(answers, articles, options, menu, vague)
 
 
 def decide(evidence: Evidence, arbitration: Arbitration) -> Verdict:
@@ -338,18 +340,22 @@ def decide(evidence: Evidence, arbitration: Arbitration) -> Verdict:
     # no answer: a clarifying question among the plausible candidates, else a fallback
     by_intent = {c.intent: c for c in answers if c.kind == "intent"}
     pool = [by_intent.get(c.intent, c) for c in evidence.intent_options]
-    intents = pool if evidence.menu else [c for c in pool if c.probability >= a.option_threshold]
+    fill = a.option_threshold if a.fill_threshold is None else a.fill_threshold
+    # a vague message gets its category's menu; a menu that only stands for the ambiguous model's
+    # candidates is offered only when one of them is an option in its own right (else 美团外卖送晚了
+    # gets the 物流 menu)
+    menu = evidence.menu and (evidence.vague or any(c.probability >= a.option_threshold for c in pool))
+    intents = pool if menu else [c for c in pool if c.probability >= a.option_threshold]
     covered = {c.own_article for c in intents if c.own_article}
     articles = sorted((c for c in evidence.articles if c.probability >= a.option_threshold and c.value not in covered),
                       key=lambda c: -c.probability)
-    fill = a.option_threshold if a.fill_threshold is None else a.fill_threshold
     if (intents or articles) and fill < a.option_threshold:  # a question worth asking: offer the runners-up too
-        more = [c for c in pool if fill <= c.probability < a.option_threshold] if not evidence.menu else []
+        more = [c for c in pool if fill <= c.probability < a.option_threshold] if not menu else []
         intents = [*intents, *more]
         covered = {c.own_article for c in intents if c.own_article}
         articles = sorted((c for c in evidence.articles if c.probability >= fill and c.value not in covered),
                           key=lambda c: -c.probability)
-    if evidence.menu:  # the operator's menu keeps its order; the best article takes the last place if needed
+    if menu:  # the operator's menu keeps its order; the best article takes the last place if needed
         options = intents[: MAX_OPTIONS - (1 if articles else 0)] + articles[:1]
     else:
         options = sorted([*intents, *articles], key=lambda c: -c.probability)[:MAX_OPTIONS]

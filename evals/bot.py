@@ -193,8 +193,11 @@ def _timestamp(value: str | None) -> float | None:
 Send = Callable[[str, TurnSpec, float | None, str | None], Any]  # (conversation id, turn, ts, payload override) → result
 
 
-def play_case(case: Case, send: Send, cid: str, own_article: Mapping[str, str] | None = None) -> dict:
-    """Play one case; the record of what happened, judged."""
+def play_case(case: Case, send: Send, cid: str, own_article: Mapping[str, str] | None = None,
+              release: Callable[[str, float | None], object] | None = None) -> dict:
+    """Play one case; the record of what happened, judged. ``release``: hands the conversation back
+    to the bot after a handoff the case did not expect (as an agent would), so one early mistake in a
+    long conversation is counted once instead of silencing every turn after it."""
     base = _timestamp(case.defaults.timestamp)
     turns_out = []
     resolved = True
@@ -242,6 +245,9 @@ def play_case(case: Case, send: Send, cid: str, own_article: Mapping[str, str] |
             if is_wrong(expect, obs, own_article):
                 wrong = True
                 record["wrong"] = True
+            if obs.handoff and not expect.handoff and release is not None:
+                release(cid, (ts + 10) if ts is not None else None)
+                record["released"] = True
             if problems:
                 resolved = False
                 record["trace"] = [f"{s.get('stage')}:{s.get('outcome')} {s.get('detail', '')}"
@@ -292,14 +298,16 @@ def _rates(cases: Sequence[dict]) -> dict[str, float | int | None]:
 
 def run_bot_benchmark(cases: Sequence[Case], send: Send, out_dir: str | Path, *, dataset: str, model: dict,
                       setup: dict | None = None, report: bool = True, own_article: Mapping[str, str] | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> dict:
+                      progress: Callable[[int, int], None] | None = None,
+                      release: Callable[[str, float | None], object] | None = None) -> dict:
     """Play every case with ``send`` and write the run folder (results.json, errors.jsonl,
-    predictions.jsonl, report.html). ``own_article``: each intent's own article (for the clicks)."""
+    predictions.jsonl, report.html). ``own_article``: each intent's own article (for the clicks);
+    ``release``: see :func:`play_case`."""
     started = time.perf_counter()
     run_id = uuid.uuid4().hex[:8]
     records = []
     for k, case in enumerate(cases):
-        records.append(play_case(case, send, f"bench-{run_id}-{case.id}"[:128], own_article))
+        records.append(play_case(case, send, f"bench-{run_id}-{case.id}"[:128], own_article, release))
         if progress is not None:
             progress(k + 1, len(cases))
     latencies = sorted(v for r in records for v in r["latency_ms"])

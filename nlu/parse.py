@@ -58,6 +58,7 @@ class Clarification(msgspec.Struct):
     question: str
     options: list[ClarifyOption]
     category: str | None = None  # the options are this category's guided menu (the operator's 引导问题)
+    vague: bool = False  # the message itself was recognised as a vague one of ``category`` (not just ambiguous)
 
 
 class EntityOut(msgspec.Struct):
@@ -255,6 +256,7 @@ class NLUPipeline:
                 CLARIFY_QUESTION.get(language, CLARIFY_QUESTION["zh"]),
                 [ClarifyOption(name, self._label(name, language), f"/{name}") for name in names],
                 menu,
+                vague=menu is not None and menu == decision.category,
             )
         else:
             kind = "out_of_scope"

@@ -225,7 +225,9 @@ def cmd_eval_bot(args) -> int:
             own = {n: m.article for n, m in loaded.pipeline.intents.items() if m.article}
             results = run_bot_benchmark(cases, send, out, dataset=str(folder), setup=setup, own_article=own,
                                         model={"version": loaded.bundle.version, "bot": loaded.bundle.bot},
-                                        report=not args.no_report, progress=progress)
+                                        report=not args.no_report, progress=progress,
+                                        release=lambda cid, ts: engine.release(cid, by="benchmark", timestamp=ts,
+                                                                               note="unexpected handoff"))
             svc.close()
     finally:
         tenants.close()

@@ -76,15 +76,24 @@ def test_lingxi_eval_bot_runs_cases_through_the_served_engine(trained_demo, demo
             turns:
               - {say: 我要退款, expect: {flow: refund}}
               - {say: DD202311240001, expect: {flow: refund, slot: order_id}}
+          - id: early-handoff
+            category: multi_turn
+            turns:
+              - {say: 转人工, expect: {intent: greet}}
+              - {say: 如何关闭App推送和短信通知, expect: {article: kb-message-notify}}
         """), "utf-8")
     monkeypatch.setenv("LINGXI_HOME", str(lingxi_home))
     out = tmp_path / "run"
     assert main(["eval", "bot", "--dataset", str(cases), "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text("utf-8"))
-    assert results["suite"] == "bot" and results["cases"] == 3
+    assert results["suite"] == "bot" and results["cases"] == 4
     assert set(results["per_category"]) == {"article", "out_of_scope", "multi_turn"}
-    assert results["judged_turns"] == 4 and results["empty_replies"] == 0
+    assert results["judged_turns"] == 6 and results["empty_replies"] == 0
     assert (out / "report.html").read_text("utf-8").count("<table") >= 2
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text("utf-8").splitlines()]
-    assert {p["id"] for p in predictions} == {"notify", "train", "refund"}
+    assert {p["id"] for p in predictions} == {"notify", "train", "refund", "early-handoff"}
+    # a handoff the case did not expect is counted once; the agent hands back and the bot answers on
+    early = next(p for p in predictions if p["id"] == "early-handoff")
+    assert early["handed_off"] and early["turns"][0]["released"] and not early["turns"][0]["passed"]
+    assert early["turns"][1]["passed"], early["turns"][1]
     assert "correct resolution" in capsys.readouterr().out
