@@ -372,6 +372,8 @@ class Policy:
         if verdict.kind != "answer" or chosen is None:
             return None
         about = chosen.intent
+        if free and chosen.kind == "rule":  # a keyword or an order number inside a description is part of it
+            return None
         if about in own or about == "greet":  # a greeting would restart the welcome
             return None
         if free and frame.last_digression == chosen.value:  # asked again: it is their message, not a question
