@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--turns", type=int, default=6, help="messages per conversation")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--with-cache", action="store_true",
+                    help="keep the server's embedding cache (off by default: each text is sent to both paths, "
+                         "so the second would be answered from the first's cached embedding)")
     ap.add_argument("--out", help="write the figures to this JSON file")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
     port = args.port or free_port()
     server = subprocess.Popen([sys.executable, "-m", "lingxi.evals.bench_messages", "--serve", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env={**os.environ, **({} if args.with_cache else {"LINGXI_EMBEDDING_CACHE_SIZE": "0"})})
     run = uuid.uuid4().hex[:8]
     decisions: Counter[str] = Counter()
     try:
@@ -135,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_p50_ratio": 1.3,
         "decisions": dict(decisions),
         "turns_per_conversation": args.turns,
+        "embedding_cache": bool(args.with_cache),
         "tracker_store": getattr(settings, "dialogue_store", None) or os.environ.get("LINGXI_DIALOGUE_STORE")
         or "sqlite (default)",
         "cpu_count": os.cpu_count(),
