@@ -71,6 +71,17 @@ _ORDINALS = {"1": 0, "一": 0, "第一个": 0, "第一": 0, "2": 1, "二": 1, "�
 _POLITE_TAIL = re.compile(r"(吧|了|啦|啊|呀|哈|谢谢|谢了|please)$")
 
 
+_QUESTION_WORDS = re.compile(
+    r"[?？]|怎[么麼樣样]|如何|[什甚][么麼]|啥|[吗嗎]|呢|哪|[几幾][天号號点點个個]|多少|多久|多长|多長|能不能|能否|可不可以"
+    r"|是不是|是否|[为為]什[么麼]|[为為]何|咋"
+    r"|^\s*(how|what|where|when|why|which|who|can|could|do|does|did|is|are|will|would|should)\b", re.IGNORECASE)
+
+
+def _asks(text: str, parse: ParseResult | None) -> bool:
+    """Is the message phrased as a question (in the raw or the normalised, simplified text)?"""
+    return bool(_QUESTION_WORDS.search(text) or (parse is not None and _QUESTION_WORDS.search(parse.normalized_text)))
+
+
 def _trimmed(text: str) -> set[str]:
     """The text and its forms without trailing particles: 算了吧 → {算了吧, 算了, 算}."""
     forms = {text}
@@ -372,7 +383,9 @@ class Policy:
         if verdict.kind != "answer" or chosen is None:
             return None
         about = chosen.intent
-        if free and chosen.kind == "rule":  # a keyword or an order number inside a description is part of it
+        if free and (chosen.kind == "rule" or not _asks(text, parse)):
+            # at a free-text step (the leave-a-message text) a description of the problem is the
+            # answer, even when it names a topic; only a question on the side is answered first
             return None
         if about in own or about == "greet":  # a greeting would restart the welcome
             return None
