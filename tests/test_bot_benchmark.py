@@ -79,7 +79,7 @@ def test_lingxi_eval_bot_runs_cases_through_the_served_engine(trained_demo, demo
           - id: early-handoff
             category: multi_turn
             turns:
-              - {say: 我要投诉你们的快递 马上给我转人工, expect: {intent: greet}}
+              - {say: 我要投诉你们的快递, expect: {intent: greet}}
               - {say: 如何关闭App推送和短信通知, expect: {article: kb-message-notify}}
         """), "utf-8")
     monkeypatch.setenv("LINGXI_HOME", str(lingxi_home))
