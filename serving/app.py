@@ -24,6 +24,7 @@ from lingxi.nlu.parse import ParseContext, ParseResult
 from lingxi.nlu.redact import install_log_redaction, scrub_secrets
 
 from . import metrics
+from .agents import agents_router
 from .auth import KeyRing, require
 from .conversations import conversations_router, dialogue_lifespan
 from .errors import EXCEPTION_HANDLERS, ApiError
@@ -268,7 +269,8 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> Litesta
     return Litestar(
         route_handlers=[healthz, readyz, parse, model_info, models_overview, reload_model, kb_router,
                         conversations_router, events_router, metrics_endpoint, assets, registry_router,
-                        web_router, keys_router, insights_router, handoff_router],
+                        web_router, keys_router, insights_router, handoff_router,
+                        agents_router],
         state=state,
         lifespan=[lifespan, events_lifespan, kb_lifespan, dialogue_lifespan, handoff_lifespan, limits_lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
