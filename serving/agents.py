@@ -133,8 +133,10 @@ def _other_tenant_has(state: State, tenant: str, cid: str) -> bool:
     return any(k != mine and (k == cid or k.endswith("/" + cid)) for k in base.keys())  # noqa: SIM118
 
 
-def _not_found(state: State, tenant: str, cid: str) -> ApiError:
-    if _other_tenant_has(state, tenant, cid):
+def _not_found(state: State, tenant: str, cid: str, writing: bool = False) -> ApiError:
+    """404; for an agent's write to another tenant's conversation, 403 ``other_tenant`` (reads stay
+    404 so a tenant cannot probe another's conversation ids through the widget's routes)."""
+    if writing and _other_tenant_has(state, tenant, cid):
         return ApiError(403, "other_tenant", f"conversation {cid!r} belongs to another tenant")
     return ApiError(404, "conversation_not_found", f"no conversation {cid!r}")
 
@@ -178,7 +180,7 @@ def post_agent_message(conversation_id: str, data: AgentMessageRequest, state: S
         with store.lock(cid):
             tracker = store.load(cid)
             if tracker is None:
-                raise _not_found(state, caller.tenant, cid)
+                raise _not_found(state, caller.tenant, cid, writing=True)
             if data.message_id is not None:
                 for i, e in enumerate(tracker.tail):
                     if isinstance(e, AgentUttered) and e.message_id == data.message_id:
