@@ -240,7 +240,7 @@ export class Widget {
       this.stateBar.textContent = this.t("waitingMessage");
       return;
     }
-    const since = h.since ? h.since * 1000 : this.state.liveSince || Date.now();
+    const since = this.state.liveSince || (h.since ? h.since * 1000 : Date.now()); // the wait this visitor saw
     const waited = Math.max(0, Math.round((Date.now() - since) / 1000));
     const clock = waited >= 60 ? `${Math.floor(waited / 60)}:${String(waited % 60).padStart(2, "0")}` : `${waited}s`;
     this.stateBar.textContent = this.t("waiting", clock);
