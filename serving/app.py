@@ -26,6 +26,7 @@ from lingxi.nlu.redact import install_log_redaction, scrub_secrets
 from . import metrics
 from .agents import agents_router
 from .auth import KeyRing, require
+from .chatwoot import chatwoot_router
 from .conversations import conversations_router, dialogue_lifespan
 from .errors import EXCEPTION_HANDLERS, ApiError
 from .events import events_lifespan, events_router, record_parse
@@ -270,7 +271,7 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> Litesta
         route_handlers=[healthz, readyz, parse, model_info, models_overview, reload_model, kb_router,
                         conversations_router, events_router, metrics_endpoint, assets, registry_router,
                         web_router, keys_router, insights_router, handoff_router,
-                        agents_router],
+                        agents_router, chatwoot_router],
         state=state,
         lifespan=[lifespan, events_lifespan, kb_lifespan, dialogue_lifespan, handoff_lifespan, limits_lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

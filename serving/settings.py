@@ -38,6 +38,17 @@ class HandoffWebhook(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timeout_s: float = 5.0
 
 
+class ChatwootAccount(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A Chatwoot account whose agent bot is Lingxi (serving/chatwoot.py)."""
+
+    base_url: str  # e.g. https://chatwoot.example.com
+    account_id: int
+    api_access_token: str  # the agent bot's access token
+    webhook_token: str  # the secret in the bot's outgoing URL (?token=); at least 16 characters
+    tenant: str = "default"
+    timeout_s: float = 5.0
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     home: str = ".lingxi"
     bot: str = "demo-shop"
@@ -92,7 +103,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     handoff_retry_max_s: float = 600.0  # back-off cap
     handoff_max_attempts: int = 20  # then the delivery is `failed` (listed and replayable)
     handoff_poll_s: float = 0.5  # how often the deliverer looks for due rows
-    handoff_agent_wait_s: float = 120.0  # the widget offers to leave a message after this long with no agent
+    handoff_agent_wait_s: float = 120.0
+    chatwoot: list[ChatwootAccount] = msgspec.field(default_factory=list)  # Lingxi as Chatwoot's agent bot  # the widget offers to leave a message after this long with no agent
     redact_pii: bool = False  # mask phone numbers and e-mails in log lines and stored event text (lingxi.nlu.redact)
 
     @property
@@ -204,6 +216,11 @@ def load_settings(path: str | Path | None = None, **overrides) -> Settings:
         if not hook.url.startswith(("http://", "https://")) or len(hook.secret) < 16 or not 0 < hook.timeout_s <= 60:
             raise SettingsError(f"handoff_webhooks ({hook.tenant}): an http(s) url, a secret of at least 16 "
                                 "characters (LINGXI_HANDOFF_WEBHOOK_SECRET) and timeout_s in (0, 60]")
+    for cw in settings.chatwoot:
+        if not cw.base_url.startswith(("http://", "https://")) or len(cw.webhook_token) < 16 \
+                or not re.match(TENANT_PATTERN, cw.tenant) or not cw.api_access_token:
+            raise SettingsError(f"chatwoot ({cw.tenant}): an http(s) base_url, an api_access_token and a "
+                                "webhook_token of at least 16 characters")
     if settings.handoff_retry_base_s <= 0 or settings.handoff_retry_max_s < settings.handoff_retry_base_s \
             or settings.handoff_max_attempts < 1 or settings.handoff_poll_s <= 0 or settings.handoff_agent_wait_s < 0:
         raise SettingsError("handoff_retry_base_s > 0, handoff_retry_max_s >= it, handoff_max_attempts >= 1, "

@@ -232,6 +232,9 @@ def probes(a: dict) -> dict[tuple[str, str], dict]:
         ("GET", "/v1/demo-shop/orders/{order_id:str}"): {"params": {"order_id": "20231124001"}},
         ("POST", "/v1/demo-shop/refunds"): {"json": {"order_id": "20231124001"}},
         ("GET", "/webhooks/rest"): {},
+        # Chatwoot's agent-bot webhook authenticates by its URL token, never by an API key
+        ("POST", "/webhooks/chatwoot/{tenant:str}"): {"params": {"tenant": "shop-a"}, "expect": {401},
+                                                      "json": {"event": "message_created"}},
         # phase 2: B writes under A's ids and gets objects of its own
         ("POST", "/v1/kb/articles"): {"phase": 2, "json": {"id": art, "title": "B 的文章", "body": "B"}, "expect": {201}},
         ("POST", "/v1/kb/import"): {"phase": 2, "query": {"format": "jsonl"}, "expect": {200},
