@@ -209,3 +209,119 @@ def test_failed_deliveries_are_listed_and_replayed(holder, demo_spec, tmp_path):
             assert _wait(lambda: c.get("/v1/handoff/deliveries", params={"status": "delivered"}).json()["items"])
     finally:
         receiver.stop()
+
+
+# ------------------------------------------------------------------ Chatwoot as the platform
+
+
+class ChatwootFake:
+    """A local HTTP server that checks the requests an agent bot makes against Chatwoot's documented
+    API: the path, the ``api_access_token`` header and the JSON body shapes."""
+
+    TOKEN = "cw-bot-token"
+
+    def __init__(self) -> None:
+        import http.server
+
+        from handoff_support import free_port
+
+        self.calls: list[tuple[str, dict]] = []
+        self.problems: list[str] = []
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *_args):
+                pass
+
+            def do_POST(self):  # noqa: N802
+                import json
+
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+                if self.headers.get("api_access_token") != fake.TOKEN:
+                    fake.problems.append(f"{self.path}: no api_access_token")
+                if self.path.endswith("/messages"):
+                    if not (isinstance(body.get("content"), str) and body.get("message_type") == "outgoing"
+                            and isinstance(body.get("private"), bool)):
+                        fake.problems.append(f"{self.path}: bad message body {body}")
+                elif self.path.endswith("/toggle_status"):
+                    if body.get("status") not in ("open", "resolved", "pending", "snoozed"):
+                        fake.problems.append(f"{self.path}: bad status body {body}")
+                else:
+                    fake.problems.append(f"unknown path {self.path}")
+                fake.calls.append((self.path, body))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+        self.port = free_port()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _incoming(text: str, message_id: int) -> dict:
+    """A ``message_created`` payload as Chatwoot documents it (the fields the adapter reads, and more)."""
+    return {"event": "message_created", "id": message_id, "content": text, "created_at": "2026-11-24 02:00:00 UTC",
+            "message_type": "incoming", "content_type": "text", "content_attributes": {}, "source_id": None,
+            "private": False, "sender": {"id": 89, "name": "Jane", "type": "contact"},
+            "inbox": {"id": 3, "name": "web"}, "account": {"id": 1, "name": "shop"},
+            "conversation": {"id": 567, "status": "pending", "inbox_id": 3, "channel": "Channel::WebWidget"}}
+
+
+def test_chatwoot_agent_bot_by_configuration(holder, demo_spec, tmp_path):
+    from lingxi.serving.settings import ChatwootAccount
+
+    fake = ChatwootFake()
+    try:
+        account = ChatwootAccount(base_url=f"http://127.0.0.1:{fake.port}", account_id=1,
+                                  api_access_token=fake.TOKEN, webhook_token="cw-webhook-token-0123456789")
+        app = _app(holder, demo_spec, tmp_path, "http://127.0.0.1:9/unused", chatwoot=[account])
+        with TestClient(app) as c:
+            url = "/webhooks/chatwoot/default"
+            assert c.post(url, params={"token": "wrong-token-0123456789"}, json=_incoming("你好", 1)).status_code == 401
+            with freeze_morning(app):
+                r = c.post(url, params={"token": account.webhook_token}, json=_incoming("运费怎么算", 2))
+                assert r.status_code == 200 and r.json()["handled"] is True
+                assert fake.calls and fake.calls[-1][0] == "/api/v1/accounts/1/conversations/567/messages"
+                decision = None
+                for n in range(3):  # self-service first, then the handoff
+                    decision = c.post(url, params={"token": account.webhook_token},
+                                      json=_incoming("转人工", 3 + n)).json()["decision"]
+                    if decision == "handoff":
+                        break
+            assert decision == "handoff"
+            assert fake.calls[-1] == ("/api/v1/accounts/1/conversations/567/toggle_status", {"status": "open"})
+            assert any(body.get("private") for _, body in fake.calls)  # the summary as a private note
+            agent_reply = {**_incoming("您好，我是客服", 9), "message_type": "outgoing",
+                           "sender": {"id": 5, "name": "小李", "type": "user"}}
+            assert c.post(url, params={"token": account.webhook_token}, json=agent_reply).json()["decision"] == "agent"
+            events = c.get("/v1/conversations/chatwoot-1-567/events", params={"wait": 0}).json()["events"]
+            assert [e["text"] for e in events if e["type"] == "agent"] == ["您好，我是客服"]
+            resolved = {"event": "conversation_status_changed", "status": "resolved", "id": 567,
+                        "account": {"id": 1}, "conversation": {"id": 567}}
+            assert c.post(url, params={"token": account.webhook_token}, json=resolved).json()["decision"] == "released"
+            assert not fake.problems, fake.problems
+    finally:
+        fake.stop()
+
+
+def freeze_morning(app):
+    """Run the engine at a fixed moment inside service hours (Chatwoot's events carry no timestamp we use)."""
+    from contextlib import contextmanager
+    from datetime import datetime
+
+    @contextmanager
+    def frozen():
+        engine = app.state.dialogue.engine
+        before = engine.clock
+        engine.clock = lambda: datetime.fromisoformat(MORNING).timestamp()
+        try:
+            yield
+        finally:
+            engine.clock = before
+
+    return frozen()
