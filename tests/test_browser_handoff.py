@@ -107,3 +107,32 @@ def test_an_agent_answers_from_the_inbox_and_the_widget_shows_it_live(page, brow
     finally:
         agent_ctx.close()
     assert not page.errors.errors, page.errors.errors
+
+
+def test_a_long_wait_with_no_agent_offers_to_leave_a_message(page, live_server):
+    stamp_morning(page)
+    page.goto(live_server.demo_url())
+    page.get_by_role("button", name="打开在线客服").click()
+    first = say(page, "转人工")
+    reply = first if first["handoff"] else say(page, "转人工")
+    assert reply["handoff"]["mode"] == "live"
+    state = page.locator(f"{WIDGET} .state")
+    expect(state).to_contain_text("已等待")
+    # the visitor has waited longer than the server's handoff_agent_wait_s (120 s by default): the
+    # widget keeps when the wait began, so a reload shows the same wait
+    page.evaluate("""() => {
+        const key = 'lingxi-widget:' + location.origin;
+        const saved = JSON.parse(sessionStorage.getItem(key));
+        saved.liveSince = Date.now() - 130000;
+        sessionStorage.setItem(key, JSON.stringify(saved));
+    }""")
+    page.reload()
+    page.get_by_role("button", name="打开在线客服").click()
+    expect(state).to_contain_text("客服暂时繁忙")
+    state.get_by_role("button", name="留言").click()
+    expect(page.locator(f"{WIDGET} .msg.system").last).to_contain_text("请直接留下您的问题和联系方式")
+    left = say(page, "我的快递丢了，电话13800138000")
+    assert left["silent"] is True  # kept for the agents (and announced to the platform), not answered by the bot
+    expect(state).to_contain_text("已为您留言")
+    shot(page, "widget-wait-leave-message")
+    assert not page.errors.errors, page.errors.errors
