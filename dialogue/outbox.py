@@ -222,7 +222,7 @@ class SQLOutbox(Outbox):
             convs = {(r.tenant, r.conversation_id) for r in due}
             heads = conn.execute(sa.select(t.c.tenant, t.c.conversation_id, sa.func.min(t.c.seq))
                                  .where(t.c.status == "pending",
-                                        t.c.conversation_id.in_({c for _, c in convs}))
+                                        t.c.conversation_id.in_(sorted({c for _, c in convs})))
                                  .group_by(t.c.tenant, t.c.conversation_id)).all()
             head = {(r[0], r[1]): r[2] for r in heads}
             out: list[OutboxItem] = []

@@ -62,9 +62,16 @@ def test_signature_and_replay_window():
     assert not verify("k" * 16, body, sign("k" * 16, body), "1001", now=1100)  # header not the signed time
 
 
-def test_1000_handoffs_reach_a_flaky_restarting_receiver_exactly_once(tmp_path, demo_spec):
-    store = SQLTrackerStore(f"sqlite:///{tmp_path / 'dialogue.db'}")
-    outbox = SQLOutbox(store.engine, accepts=SECRETS.__contains__)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'dialogue.db'}"
+    return request.getfixturevalue("pg_schema_url")  # skips when LINGXI_TEST_POSTGRES_URL is unset
+
+
+def test_1000_handoffs_reach_a_flaky_restarting_receiver_exactly_once(store_url, demo_spec):
+    store = SQLTrackerStore(store_url)
+    outbox = SQLOutbox(store.engine, accepts=SECRETS.__contains__)  # the outbox table beside the tracker's
     store.outbox = outbox
     scoped = TenantScopedStore(store)
     cids = {}
@@ -105,6 +112,8 @@ def test_1000_handoffs_reach_a_flaky_restarting_receiver_exactly_once(tmp_path, 
         stop.set()
         thread.join(10)
         receiver.stop()
+    print(f"\n{len(receiver.first)} announcements (1,000 handoffs + 1,000 messages) delivered; {receiver.requests} "
+          f"requests, {receiver.failed} answered 503, receiver restarted {restarts}×")
     assert restarts == 2
     assert receiver.failed >= 600  # a third of the ~2,900 requests failed
     assert receiver.bad_signatures == 0
