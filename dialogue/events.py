@@ -207,6 +207,14 @@ class HandoffReleased(_Event, frozen=True, tag="release"):
     note: str = ""
 
 
+class AgentUttered(_Event, frozen=True, tag="agent"):
+    """A human agent's message to the customer (from the console inbox or a chat platform)."""
+
+    text: str
+    agent: str = "agent"
+    message_id: str | None = None
+
+
 class BehaviourObserved(_Event, frozen=True, tag="behaviour"):
     kind: str
     page: str | None = None
@@ -233,7 +241,7 @@ class ActionReverted(_Event, frozen=True, tag="rewind"):
 Event = (
     SessionStarted | ContextUpdated | VisitorRecognised | UserUttered | BotUttered | SlotSet | FlowStarted
     | FlowStepped | FlowEnded | AskRejected | Digressed | ActionExecuted | ClarificationAsked | ClarificationResolved
-    | TurnDecided | HandedOff | HandoffReleased | BehaviourObserved | TriggerFired | Restarted
+    | TurnDecided | HandedOff | HandoffReleased | AgentUttered | BehaviourObserved | TriggerFired | Restarted
     | UserUtteranceReverted | ActionReverted
 )
 

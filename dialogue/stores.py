@@ -69,6 +69,7 @@ class TrackerStore(ABC):
         self.lease_s = lease_s
         self.wait_s = wait_s
         self._local = _StripedLocks()
+        self.outbox: Any = None  # a lingxi.dialogue.outbox.Outbox: announcements staged with each append
 
     # ---- primitives
     @abstractmethod
@@ -179,6 +180,8 @@ class MemoryTrackerStore(TrackerStore):
             if len(log) != expected:
                 raise ConcurrentUpdate(f"conversation {cid!r} has {len(log)} events, expected {expected}")
             log.extend(encoded)
+            if self.outbox is not None:
+                self.outbox.stage(None, cid, expected, events)
             if snapshot:
                 self._snaps[cid] = (snapshot[0], encode_state(snapshot[1]))
 
@@ -313,6 +316,8 @@ class SQLTrackerStore(TrackerStore):
                     if res.rowcount != 1:
                         raise ConcurrentUpdate(f"conversation {cid!r} changed since it was loaded")
                 conn.execute(self.events_t.insert(), rows)
+                if self.outbox is not None:  # same transaction: announced iff saved
+                    self.outbox.stage(conn, cid, expected, events)
                 if snapshot:
                     conn.execute(self.snapshots.delete().where(self.snapshots.c.conversation_id == cid))
                     conn.execute(self.snapshots.insert().values(

@@ -24,10 +24,13 @@ from lingxi.nlu.parse import ParseContext, ParseResult
 from lingxi.nlu.redact import install_log_redaction, scrub_secrets
 
 from . import metrics
+from .agents import agents_router
 from .auth import KeyRing, require
+from .chatwoot import chatwoot_router
 from .conversations import conversations_router, dialogue_lifespan
 from .errors import EXCEPTION_HANDLERS, ApiError
 from .events import events_lifespan, events_router, record_parse
+from .handoff_out import handoff_lifespan, handoff_router
 from .insights import insights_router
 from .kb import kb_lifespan, kb_router
 from .keys import KeyCache, KeyStore
@@ -267,9 +270,10 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> Litesta
     return Litestar(
         route_handlers=[healthz, readyz, parse, model_info, models_overview, reload_model, kb_router,
                         conversations_router, events_router, metrics_endpoint, assets, registry_router,
-                        web_router, keys_router, insights_router],
+                        web_router, keys_router, insights_router, handoff_router,
+                        agents_router, chatwoot_router],
         state=state,
-        lifespan=[lifespan, events_lifespan, kb_lifespan, dialogue_lifespan, limits_lifespan],
+        lifespan=[lifespan, events_lifespan, kb_lifespan, dialogue_lifespan, handoff_lifespan, limits_lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[RequestMetricsMiddleware(), body_deadline_middleware(settings.body_timeout_s)],
         cors_config=cors_config(settings.cors_origins),

@@ -1,6 +1,7 @@
 """API keys: ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``.
 
-Roles: ``read`` < ``editor`` < ``reviewer`` < ``admin``.
+Roles: ``read`` < ``editor`` < ``reviewer`` < ``admin``; ``agent`` ranks with ``read`` and may also
+use the agent inbox (:func:`require_agent`), which editors and above may use as well.
 
 Keys come from two places: the settings file (``api_keys``, given in clear or as SHA-256 digests)
 and the key database (``lingxi keys create``, ``/v1/keys``; see :mod:`lingxi.serving.keys`), which
@@ -32,7 +33,7 @@ from .keys import KeyCache, WouldWait
 from .limits import enforce_rate_limit
 from .settings import ApiKey
 
-ROLE_RANK = {"read": 0, "editor": 1, "reviewer": 2, "admin": 3}
+ROLE_RANK = {"read": 0, "agent": 0, "editor": 1, "reviewer": 2, "admin": 3}  # agent: read + the agent inbox
 DEFAULT_TENANT = "default"
 _PENDING = object()  # authenticate: no answer yet from the no-wait read
 
@@ -171,5 +172,18 @@ def require(role: str, *, query_token: str | None = None, operator: bool = False
             raise ApiError(403, "forbidden", "server-wide operations need a key of the operator tenant")
         connection.scope.setdefault("state", {})["principal"] = caller
         current_tenant.set(caller.tenant)  # scopes the conversation stores for this request
+
+    return guard
+
+
+def require_agent():
+    """The agent inbox: keys of role ``agent``, or ``editor`` and above (a shop owner answering)."""
+    base = require("read")
+
+    async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+        await base(connection, handler)
+        caller = principal(connection)
+        if caller.role != "agent" and ROLE_RANK[caller.role] < ROLE_RANK["editor"]:
+            raise ApiError(403, "forbidden", f"this key has role {caller.role!r}; 'agent' or 'editor' is required")
 
     return guard

@@ -8,7 +8,8 @@ Routes (one litestar ``Router``, ``conversations_router``):
 * ``GET /v1/conversations/{id}?events=none|applied|after_restart|all`` — the tracker (404 if unknown).
 * ``POST /v1/conversations/{id}/events`` — a behaviour event (page view, dwell, cart, order status)
   → maybe a proactive message.
-* ``POST /v1/conversations/{id}/release`` — an agent hands the conversation back to the bot.
+* ``POST /v1/conversations/{id}/release`` — an agent (role ``agent``, or ``editor`` and above) hands
+  the conversation back to the bot. Agent messages, live updates and the inbox: :mod:`.agents`.
 * ``GET /v1/visitors/{id}``, ``POST /v1/visitors/link`` — cross-channel visitors.
 * ``POST /webhooks/rest/webhook`` — Rasa's REST channel (``{sender, message}`` →
   ``[{recipient_id, text, buttons}]``), so Rasa web widgets work unchanged; the API key may be
@@ -55,7 +56,7 @@ from lingxi.dialogue.turn import TurnResult
 from lingxi.dialogue.visitors import Identity, Visitor
 
 from . import metrics
-from .auth import require
+from .auth import require, require_agent
 from .errors import ApiError, error_body
 from .events import set_event_tenant, tap_dialogue
 from .faults import backend_outage
@@ -413,11 +414,12 @@ def post_event(conversation_id: str, data: EventRequest, state: State, request: 
     return _run(svc.engine.handle_behaviour, _check_cid(conversation_id), ev)
 
 
-@post("/v1/conversations/{conversation_id:str}/release", sync_to_thread=True, guards=[require("editor")],
+@post("/v1/conversations/{conversation_id:str}/release", sync_to_thread=True, guards=[require_agent()],
       tags=["dialogue"], status_code=200)
 def release_conversation(conversation_id: str, state: State, request: Request,
                          data: ReleaseRequest | None = None) -> TurnResult:
-    """An agent gives the conversation back to the bot (which was silent since the handoff)."""
+    """An agent gives the conversation back to the bot (which was silent since the handoff), with an
+    optional ``note`` (kept in the log and announced to the platform) and ``message`` the bot says."""
     svc = service_of(state)
     set_event_tenant(request)
     data = data or ReleaseRequest()

@@ -13,8 +13,8 @@ from typing import Literal
 
 import msgspec
 
-Role = Literal["read", "editor", "reviewer", "admin"]
-ROLES = ("read", "editor", "reviewer", "admin")  # lowest to highest
+Role = Literal["read", "agent", "editor", "reviewer", "admin"]
+ROLES = ("read", "agent", "editor", "reviewer", "admin")  # lowest to highest; agent: read + the agent inbox
 # tenant names become folder and PostgreSQL schema names: lowercase, short, no separators
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
@@ -27,6 +27,26 @@ class ApiKey(msgspec.Struct, forbid_unknown_fields=True):
     tenant: str = "default"
     key: str | None = None
     sha256: str | None = None
+
+
+class HandoffWebhook(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Where a tenant's handoffs are announced (serving/handoff_out.py): a signed POST per event."""
+
+    url: str
+    secret: str  # HMAC-SHA256 key; at least 16 characters
+    tenant: str = "default"
+    timeout_s: float = 5.0
+
+
+class ChatwootAccount(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A Chatwoot account whose agent bot is Lingxi (serving/chatwoot.py)."""
+
+    base_url: str  # e.g. https://chatwoot.example.com
+    account_id: int
+    api_access_token: str  # the agent bot's access token
+    webhook_token: str  # the secret in the bot's outgoing URL (?token=); at least 16 characters
+    tenant: str = "default"
+    timeout_s: float = 5.0
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -77,6 +97,14 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     body_timeout_s: float = 15.0  # a request body must arrive within this (slow-drip clients are cut off)
     backend_timeout_s: float = 3.0  # connect/read timeout for Redis and PostgreSQL
     cors_origins: list[str] = msgspec.field(default_factory=list)  # widget origins, e.g. https://shop.example
+    # human handoff (serving/handoff_out.py, serving/agents.py)
+    handoff_webhooks: list[HandoffWebhook] = msgspec.field(default_factory=list)  # one per tenant
+    handoff_retry_base_s: float = 2.0  # first retry after ~this; doubles per attempt (with jitter)
+    handoff_retry_max_s: float = 600.0  # back-off cap
+    handoff_max_attempts: int = 20  # then the delivery is `failed` (listed and replayable)
+    handoff_poll_s: float = 0.5  # how often the deliverer looks for due rows
+    handoff_agent_wait_s: float = 120.0
+    chatwoot: list[ChatwootAccount] = msgspec.field(default_factory=list)  # Lingxi as Chatwoot's agent bot  # the widget offers to leave a message after this long with no agent
     redact_pii: bool = False  # mask phone numbers and e-mails in log lines and stored event text (lingxi.nlu.redact)
 
     @property
@@ -134,10 +162,14 @@ def _env_overrides() -> dict:
         keys = []
         for i, item in enumerate(env["LINGXI_API_KEYS"].split(",")):
             parts = item.strip().split(":", 2)
-            if len(parts) != 3 or parts[1] not in ("read", "editor", "reviewer", "admin") or not parts[2]:
-                raise SettingsError(f"LINGXI_API_KEYS item {i + 1}: expected name:role:key with role read|editor|reviewer|admin")
+            if len(parts) != 3 or parts[1] not in ROLES or not parts[2]:
+                raise SettingsError(f"LINGXI_API_KEYS item {i + 1}: expected name:role:key with role "
+                                    "read|agent|editor|reviewer|admin")
             keys.append({"name": parts[0], "role": parts[1], "key": parts[2]})
         out["api_keys"] = keys
+    if env.get("LINGXI_HANDOFF_WEBHOOK_URL"):  # the default tenant's platform (containers, CI)
+        out["handoff_webhooks"] = [{"url": env["LINGXI_HANDOFF_WEBHOOK_URL"],
+                                    "secret": env.get("LINGXI_HANDOFF_WEBHOOK_SECRET", ""), "tenant": "default"}]
     if env.get("LINGXI_CORS_ORIGINS"):
         out["cors_origins"] = [o.strip() for o in env["LINGXI_CORS_ORIGINS"].split(",") if o.strip()]
     if env.get("LINGXI_REDACT_PII"):
@@ -177,6 +209,22 @@ def load_settings(path: str | Path | None = None, **overrides) -> Settings:
                             "(0: one per core)")
     if not 0.05 <= settings.gil_switch_interval_ms <= 100:
         raise SettingsError("gil_switch_interval_ms must be between 0.05 and 100 (Python's default is 5)")
+    tenants = [h.tenant for h in settings.handoff_webhooks]
+    for hook in settings.handoff_webhooks:
+        if not re.match(TENANT_PATTERN, hook.tenant) or tenants.count(hook.tenant) > 1:
+            raise SettingsError(f"handoff_webhooks: tenant {hook.tenant!r} is invalid or listed twice")
+        if not hook.url.startswith(("http://", "https://")) or len(hook.secret) < 16 or not 0 < hook.timeout_s <= 60:
+            raise SettingsError(f"handoff_webhooks ({hook.tenant}): an http(s) url, a secret of at least 16 "
+                                "characters (LINGXI_HANDOFF_WEBHOOK_SECRET) and timeout_s in (0, 60]")
+    for cw in settings.chatwoot:
+        if not cw.base_url.startswith(("http://", "https://")) or len(cw.webhook_token) < 16 \
+                or not re.match(TENANT_PATTERN, cw.tenant) or not cw.api_access_token:
+            raise SettingsError(f"chatwoot ({cw.tenant}): an http(s) base_url, an api_access_token and a "
+                                "webhook_token of at least 16 characters")
+    if settings.handoff_retry_base_s <= 0 or settings.handoff_retry_max_s < settings.handoff_retry_base_s \
+            or settings.handoff_max_attempts < 1 or settings.handoff_poll_s <= 0 or settings.handoff_agent_wait_s < 0:
+        raise SettingsError("handoff_retry_base_s > 0, handoff_retry_max_s >= it, handoff_max_attempts >= 1, "
+                            "handoff_poll_s > 0, handoff_agent_wait_s >= 0")
     if settings.rate_limit_per_s < 0 or settings.rate_limit_burst < 1:
         raise SettingsError("rate_limit_per_s must be >= 0 and rate_limit_burst >= 1")
     return settings

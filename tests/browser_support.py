@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DIST = ROOT / "serving" / "web" / "dist"
 ARTIFACTS = ROOT / "test-artifacts"
 
-KEYS = {"read": "site-key-browser-test", "editor": "editor-key-browser-test",
+KEYS = {"read": "site-key-browser-test", "agent": "agent-key-browser-test", "editor": "editor-key-browser-test",
         "reviewer": "reviewer-key-browser-test", "admin": "admin-key-browser-test"}
 
 

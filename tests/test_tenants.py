@@ -197,6 +197,14 @@ def probes(a: dict) -> dict[tuple[str, str], dict]:
                                                                      "expect": gone},
         ("POST", "/v1/conversations/{conversation_id:str}/release"): {"json": {"by": "agent-b"}, "expect": gone},
         ("GET", "/v1/visitors/{visitor_id:str}"): {"expect": gone},
+        # the agent side: A's conversations are not B's to read or answer (an answer says 403)
+        ("POST", "/v1/conversations/{conversation_id:str}/agent-messages"): {"json": {"text": "B"}, "expect": {403}},
+        ("GET", "/v1/conversations/{conversation_id:str}/stream"): {"expect": gone},
+        ("GET", "/v1/conversations/{conversation_id:str}/events"): {"query": {"wait": 0}, "expect": gone},
+        ("GET", "/v1/inbox"): {"expect": {200}},
+        ("GET", "/v1/inbox/{conversation_id:str}"): {"expect": gone},
+        ("GET", "/v1/handoff/deliveries"): {"expect": {200}},
+        ("POST", "/v1/handoff/deliveries/{event_id:str}/replay"): {"params": {"event_id": "evt_a"}, "expect": gone},
         # keys and learning: A's do not exist for B
         ("GET", "/v1/keys"): {"expect": {200}},
         ("DELETE", "/v1/keys/{key_id:str}"): {"expect": gone},
@@ -224,6 +232,9 @@ def probes(a: dict) -> dict[tuple[str, str], dict]:
         ("GET", "/v1/demo-shop/orders/{order_id:str}"): {"params": {"order_id": "20231124001"}},
         ("POST", "/v1/demo-shop/refunds"): {"json": {"order_id": "20231124001"}},
         ("GET", "/webhooks/rest"): {},
+        # Chatwoot's agent-bot webhook authenticates by its URL token, never by an API key
+        ("POST", "/webhooks/chatwoot/{tenant:str}"): {"params": {"tenant": "shop-a"}, "expect": {401},
+                                                      "json": {"event": "message_created"}},
         # phase 2: B writes under A's ids and gets objects of its own
         ("POST", "/v1/kb/articles"): {"phase": 2, "json": {"id": art, "title": "B 的文章", "body": "B"}, "expect": {201}},
         ("POST", "/v1/kb/import"): {"phase": 2, "query": {"format": "jsonl"}, "expect": {200},

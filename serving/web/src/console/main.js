@@ -5,18 +5,21 @@ import "./console.css";
 import { api, ConsoleError, saveKey, savedKey } from "./api.js";
 import { el, mountNotice, notice, session } from "./ui.js";
 import * as conversations from "./pages/conversations.js";
+import * as inbox from "./pages/inbox.js";
 import * as insights from "./pages/insights.js";
 import * as kb from "./pages/kb.js";
 import * as misunderstood from "./pages/misunderstood.js";
 import * as models from "./pages/models.js";
 
-const PAGES = [
+const ALL_PAGES = [
+  { path: "inbox", label: "人工收件箱 Agent inbox", page: inbox },
   { path: "insights", label: "数据看板 Dashboards", page: insights },
   { path: "misunderstood", label: "未识别问题 Misunderstood", page: misunderstood },
   { path: "kb", label: "知识库 Knowledge base", page: kb },
   { path: "models", label: "模型 Models", page: models },
   { path: "conversations", label: "对话 Conversations", page: conversations },
 ];
+let PAGES = ALL_PAGES; // chosen by role after sign-in (start)
 
 const app = document.getElementById("app");
 
@@ -31,8 +34,8 @@ function signIn(reason) {
   const error = el("p", { class: "notice error", role: "alert", hidden: !reason }, reason || "");
   const form = el("form", { class: "login card" },
     el("h1", {}, "灵犀运营后台 Lingxi console"),
-    el("p", { class: "muted" }, "请输入 API 密钥（editor、reviewer 或 admin 角色）。服务器未配置密钥时可留空。",
-      el("br"), "Enter an API key (editor, reviewer or admin). Leave empty when the server runs without keys."),
+    el("p", { class: "muted" }, "请输入 API 密钥（agent、editor、reviewer 或 admin 角色）。服务器未配置密钥时可留空。",
+      el("br"), "Enter an API key (agent, editor, reviewer or admin). Leave empty when the server runs without keys."),
     el("label", { for: "key" }, "API 密钥 API key"), input, error,
     el("button", { type: "submit", class: "primary" }, "进入 Sign in"));
   form.addEventListener("submit", async (event) => {
@@ -61,6 +64,9 @@ async function start() {
     signIn("这是只读密钥（站点密钥），不能进入后台。This is a read-only (site) key; the console needs editor or above.");
     return;
   }
+  // an agent key may use only the inbox; editors and above see it last in the menu
+  PAGES = session.role === "agent" ? ALL_PAGES.filter((p) => p.path === "inbox")
+    : ALL_PAGES.filter((p) => p.path !== "inbox").concat(ALL_PAGES.filter((p) => p.path === "inbox"));
   layout();
   route();
 }

@@ -22,10 +22,11 @@ export function safeUrl(url) {
  * @param {object} ctx  {t(key,...), onButton(button, record), onArticle(card, article, record)}
  */
 export function renderRecord(record, ctx) {
-  const role = record.role === "user" ? "user" : record.role === "system" ? "system" : "bot";
+  const role = ["user", "system", "agent"].includes(record.role) ? record.role : "bot";
   const who = role === "user" ? ctx.t("you") : role === "bot" ? ctx.t("bot") : "";
   const node = el("div", { class: `msg ${role}${record.kind === "proactive" ? " proactive" : ""}` });
   if (who) node.append(el("span", { class: "sr-only" }, `${who}: `));
+  if (role === "agent") node.append(el("div", { class: "who" }, `${ctx.t("agent")} ${record.agent || ""}`.trim()));
   if (record.text) node.append(el("div", { class: "bubble" }, record.text));
   if (record.buttons && record.buttons.length) {
     const group = el("div", { class: "buttons", role: "group", "aria-label": record.text || ctx.t("bot") });

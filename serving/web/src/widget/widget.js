@@ -9,6 +9,7 @@ import { ApiFailure, LingxiApi } from "./api.js";
 import { Behaviour } from "./behaviour.js";
 import { el, uid } from "./dom.js";
 import { t as label } from "./i18n.js";
+import { LiveUpdates } from "./live.js";
 import { renderArticleBody, renderRecord } from "./render.js";
 import { Memory } from "./storage.js";
 import { Suggestions } from "./suggest.js";
@@ -199,6 +200,12 @@ export class Widget {
   /** mode: "live" (an agent is being connected), "offline" (leave a message), "left" (message left) or null. */
   setMode(mode) {
     if (this.state.mode === mode) return;
+    if (this.state.mode === "live") { // a handoff ended: the next one starts afresh
+      this.state.liveAfter = undefined;
+      this.state.liveSince = undefined;
+      this.state.agentJoined = false;
+      this.state.leftWhileWaiting = false;
+    }
     this.state.mode = mode;
     this.state.silentNoted = false;
     this.memory.save(this.state);
@@ -210,6 +217,98 @@ export class Widget {
     this.stateBar.hidden = !key;
     this.stateBar.textContent = key ? this.t(key) : "";
     this.panel.dataset.mode = this.state.mode || "bot";
+    if (this.state.mode === "live") {
+      this.renderWaiting();
+      this.startLive();
+    } else {
+      this.stopLive();
+    }
+  }
+
+  // ------------------------------------------------------------------ a human holds the conversation
+
+  /** The wait state the server reports: waiting (with the time), an agent joined, or a message left. */
+  renderWaiting() {
+    const h = this.holding || {};
+    const joined = h.agent_joined || this.state.agentJoined;
+    this.panel.dataset.agent = joined ? "joined" : "waiting";
+    if (joined) {
+      this.stateBar.textContent = this.t("agentJoined");
+      return;
+    }
+    if (this.state.leftWhileWaiting) {
+      this.stateBar.textContent = this.t("waitingMessage");
+      return;
+    }
+    const since = this.state.liveSince || (h.since ? h.since * 1000 : Date.now()); // the wait this visitor saw
+    const waited = Math.max(0, Math.round((Date.now() - since) / 1000));
+    const clock = waited >= 60 ? `${Math.floor(waited / 60)}:${String(waited % 60).padStart(2, "0")}` : `${waited}s`;
+    this.stateBar.textContent = this.t("waiting", clock);
+    const limit = typeof h.agent_wait_s === "number" ? h.agent_wait_s : 120;
+    if (waited >= limit) {
+      this.stateBar.textContent = this.t("waitLong");
+      this.stateBar.append(el("button", { type: "button", class: "leave", onclick: () => this.leaveMessage() },
+        this.t("leaveMessage")));
+    }
+  }
+
+  /** Waiting too long: the customer's next messages are kept for the agent (the platform sees them too). */
+  leaveMessage() {
+    this.state.leftWhileWaiting = true;
+    this.memory.save(this.state);
+    this.add({ role: "system", text: this.t("leaveMessageHint") });
+    this.renderWaiting();
+    this.input.focus();
+  }
+
+  async startLive() {
+    const cid = this.state.conversationId;
+    if (this.live || !cid) return;
+    this.live = { stop() {} }; // claimed: one subscription at a time
+    if (!this.state.liveSince) this.state.liveSince = Date.now();
+    let after = this.state.liveAfter;
+    if (typeof after !== "number") {
+      try {
+        after = await LiveUpdates.latestHandoff(this.api, cid);
+      } catch {
+        after = -1;
+      }
+      this.state.liveAfter = after;
+      this.memory.save(this.state);
+    }
+    if (this.state.mode !== "live" || this.state.conversationId !== cid) {
+      this.live = null;
+      return;
+    }
+    this.live = new LiveUpdates(this.api, cid, after, {
+      onEvent: (e) => this.onLiveEvent(e),
+      onState: (s) => { this.holding = s; if (this.state.mode === "live") this.renderWaiting(); },
+    }).start();
+    this.waitTimer = setInterval(() => this.renderWaiting(), 1000);
+  }
+
+  stopLive() {
+    if (this.live) this.live.stop();
+    this.live = null;
+    this.holding = null;
+    if (this.waitTimer) clearInterval(this.waitTimer);
+    this.waitTimer = null;
+  }
+
+  onLiveEvent(e) {
+    this.state.liveAfter = e.seq;
+    if (e.type === "agent") {
+      this.state.agentJoined = true;
+      this.add({ role: "agent", text: e.text, agent: e.agent });
+      if (!this.isOpen) this.notify([{ text: e.text }]);
+      this.renderWaiting();
+    } else if (e.type === "release") {
+      this.add({ role: "system", text: this.t("handoffEnded") });
+      this.setMode(null);
+    } else if (e.type === "bot" && this.state.mode === null) {
+      this.add({ role: "bot", text: e.text || "", kind: e.kind || "text", buttons: e.buttons || [] });
+    }
+    this.memory.save(this.state);
   }
 
   // ------------------------------------------------------------------ opening and closing
