@@ -1,6 +1,8 @@
 """API keys: ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``.
 
-Roles: ``read`` < ``editor`` < ``reviewer`` < ``admin``.
+Roles: ``read`` < ``server`` < ``editor`` < ``reviewer`` < ``admin``. ``read`` is the public site key
+every shop embeds in its pages (it may act only on conversations it opened, see
+:mod:`lingxi.serving.capabilities`); ``server`` is a shop backend or server-side channel.
 
 Keys come from two places: the settings file (``api_keys``, given in clear or as SHA-256 digests)
 and the key database (``lingxi keys create``, ``/v1/keys``; see :mod:`lingxi.serving.keys`), which
@@ -32,7 +34,7 @@ from .keys import KeyCache, WouldWait
 from .limits import enforce_rate_limit
 from .settings import ApiKey
 
-ROLE_RANK = {"read": 0, "editor": 1, "reviewer": 2, "admin": 3}
+ROLE_RANK = {"read": 0, "server": 1, "editor": 2, "reviewer": 3, "admin": 4}
 DEFAULT_TENANT = "default"
 _PENDING = object()  # authenticate: no answer yet from the no-wait read
 

@@ -13,8 +13,9 @@ from typing import Literal
 
 import msgspec
 
-Role = Literal["read", "editor", "reviewer", "admin"]
-ROLES = ("read", "editor", "reviewer", "admin")  # lowest to highest
+Role = Literal["read", "server", "editor", "reviewer", "admin"]
+# lowest to highest; ``read`` is the public site key, ``server`` a shop backend or server-side channel
+ROLES = ("read", "server", "editor", "reviewer", "admin")
 # tenant names become folder and PostgreSQL schema names: lowercase, short, no separators
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
@@ -77,6 +78,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     body_timeout_s: float = 15.0  # a request body must arrive within this (slow-drip clients are cut off)
     backend_timeout_s: float = 3.0  # connect/read timeout for Redis and PostgreSQL
     cors_origins: list[str] = msgspec.field(default_factory=list)  # widget origins, e.g. https://shop.example
+    # tenant -> secret for identity tokens the shop's backend mints (serving/identity.py); never sent to browsers
+    identity_secrets: dict[str, str] = msgspec.field(default_factory=dict)
     redact_pii: bool = False  # mask phone numbers and e-mails in log lines and stored event text (lingxi.nlu.redact)
 
     @property
@@ -134,10 +137,21 @@ def _env_overrides() -> dict:
         keys = []
         for i, item in enumerate(env["LINGXI_API_KEYS"].split(",")):
             parts = item.strip().split(":", 2)
-            if len(parts) != 3 or parts[1] not in ("read", "editor", "reviewer", "admin") or not parts[2]:
-                raise SettingsError(f"LINGXI_API_KEYS item {i + 1}: expected name:role:key with role read|editor|reviewer|admin")
+            if len(parts) != 3 or parts[1] not in ROLES or not parts[2]:
+                raise SettingsError(f"LINGXI_API_KEYS item {i + 1}: expected name:role:key with role "
+                                    f"{'|'.join(ROLES)}")
             keys.append({"name": parts[0], "role": parts[1], "key": parts[2]})
         out["api_keys"] = keys
+    if env.get("LINGXI_IDENTITY_SECRETS"):
+        # "tenant:secret,tenant2:secret2"
+        secrets = {}
+        for i, item in enumerate(env["LINGXI_IDENTITY_SECRETS"].split(",")):
+            tenant, sep, secret = item.strip().partition(":")
+            if not sep or not tenant or len(secret) < 16:
+                raise SettingsError(f"LINGXI_IDENTITY_SECRETS item {i + 1}: expected tenant:secret "
+                                    "(a secret of at least 16 characters)")
+            secrets[tenant] = secret
+        out["identity_secrets"] = secrets
     if env.get("LINGXI_CORS_ORIGINS"):
         out["cors_origins"] = [o.strip() for o in env["LINGXI_CORS_ORIGINS"].split(",") if o.strip()]
     if env.get("LINGXI_REDACT_PII"):
@@ -166,7 +180,10 @@ def load_settings(path: str | Path | None = None, **overrides) -> Settings:
             raise SettingsError(f"api key {key.name!r}: give `key` or `sha256`")
     import re
 
-    for tenant in [*(k.tenant for k in settings.api_keys), settings.operator_tenant]:
+    for tenant, secret in settings.identity_secrets.items():
+        if len(secret) < 16:
+            raise SettingsError(f"identity secret of tenant {tenant!r}: at least 16 characters")
+    for tenant in [*(k.tenant for k in settings.api_keys), settings.operator_tenant, *settings.identity_secrets]:
         if not re.match(TENANT_PATTERN, tenant):
             raise SettingsError(f"tenant {tenant!r}: 1..32 lowercase letters, digits, _ or -")
     if settings.workers < 1 or settings.encode_batch_max < 1 or settings.request_threads < 1 \
