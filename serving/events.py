@@ -311,10 +311,25 @@ class _RecordingStore:
                 isinstance(e, ClarificationAsked) for e in history[:first_new]):
             history = list(self._inner.events(cid))  # the question is behind a snapshot: read it all
             first_new, offset = len(history) - len(new), 0
-        writer.submit(dialogue_to_events(
+        events = dialogue_to_events(
             cid, history, first_new, tenant=_tenant.get(), bot=_bot(self._state),
             model_version=_model_version(self._state), visitor_id=state.visitor_id, channel=state.channel,
-            id_offset=offset))
+            id_offset=offset)
+        self._serve_cards(cid, events)
+        writer.submit(events)
+
+    def _serve_cards(self, cid: str, events: list[Event]) -> None:
+        """The cards this turn showed are served impressions: the customer's clicks and votes on them
+        may count (once each, see retrieval/feedback.py); anything else a client sends does not."""
+        shown: dict[str, list[str]] = {}
+        for e in events:
+            if isinstance(e.payload, Impression) and e.payload.search_id:
+                shown.setdefault(e.payload.search_id, []).append(e.payload.article_id)
+        kbs = getattr(self._state, "kbs", None)
+        kb = kbs.started(_tenant.get()) if kbs is not None and shown else None
+        for search_id, article_ids in shown.items():
+            if kb is not None:
+                kb.feedback.serve(search_id, article_ids, f"conv:{cid}"[:128])
 
 
 _tap_lock = threading.Lock()

@@ -39,6 +39,17 @@ MAX_JSON_DEPTH = 8
 # ---------------------------------------------------------------------- rate limiting
 
 
+def client_source(connection: Any, tenant: str = "") -> str:
+    """A stable, non-reversible name for the calling address (``addr:<hash>``): feedback and hot-query
+    counts are per person, and the failed-authentication limit is per address."""
+    import hashlib
+
+    client = getattr(connection, "client", None)
+    host = getattr(client, "host", None) or "unknown"
+    return "addr:" + hashlib.sha256(f"{tenant}|{host}".encode()).hexdigest()[:24]
+
+
+
 class LocalBuckets:
     """Token buckets in this process. ``take`` returns 0 when admitted, else seconds until a token."""
 

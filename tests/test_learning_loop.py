@@ -21,7 +21,7 @@ from lingxi.serving.loading import ModelHolder
 from lingxi.serving.settings import ApiKey, Settings
 from lingxi.training.events import Clarification, Parse, Reply
 
-KEYS = {"widget": "k-widget", "ops": "k-ops", "acme": "k-acme"}
+KEYS = {"widget": "k-widget", "shop": "k-shop", "ops": "k-ops", "acme": "k-acme"}
 MORNING = "2026-11-24T10:00:00+08:00"
 
 
@@ -40,7 +40,7 @@ def holder(trained_demo, demo_encoder, lingxi_home, demo_arbitration):
 @pytest.fixture(scope="module")
 def client(holder, tmp_path_factory):
     home = tmp_path_factory.mktemp("learning-home")
-    keys = [ApiKey(name="widget", role="read", key=KEYS["widget"]),
+    keys = [ApiKey(name="widget", role="read", key=KEYS["widget"]), ApiKey(name="shop", role="server", key=KEYS["shop"]),
             ApiKey(name="ops", role="editor", key=KEYS["ops"]),
             ApiKey(name="acme-ops", role="editor", tenant="acme", key=KEYS["acme"])]
     settings = Settings(home=str(home), api_keys=keys)
@@ -58,7 +58,7 @@ def client(holder, tmp_path_factory):
 def send(c, cid, text=None, payload=None):
     body = {"text": text, "payload": payload, "timestamp": MORNING, "channel": "web"}
     r = c.post(f"/v1/conversations/{cid}/messages", json={k: v for k, v in body.items() if v is not None},
-               headers=H("widget"))
+               headers=H("shop"))  # a server-side channel: a site key would have to open the conversation first
     assert r.status_code == 200, r.text
     return r.json()
 
