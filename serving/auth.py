@@ -31,7 +31,7 @@ from lingxi.dialogue.tenancy import current_tenant
 
 from .errors import ApiError
 from .keys import KeyCache, WouldWait
-from .limits import enforce_rate_limit
+from .limits import client_source, enforce_rate_limit
 from .settings import ApiKey
 
 ROLE_RANK = {"read": 0, "server": 1, "editor": 2, "reviewer": 3, "admin": 4}
@@ -163,9 +163,14 @@ def require(role: str, *, query_token: str | None = None, operator: bool = False
         presented = presented_key(connection)
         if not presented and query_token:
             presented = (connection.query_params.get(query_token) or "").strip() or None
-        caller = await ring.authenticate(presented)
+        limiter = getattr(connection.app.state, "rate_limiter", None)
+        try:
+            caller = await ring.authenticate(presented)
+        except ApiError:
+            if presented:  # guessing keys: failures are limited per client address (429 once exhausted)
+                await enforce_rate_limit(limiter, f"auth-failures:{client_source(connection)}")
+            raise
         if caller is not ANONYMOUS:
-            limiter = getattr(connection.app.state, "rate_limiter", None)
             await enforce_rate_limit(limiter, f"{caller.tenant}:{caller.key_id}")
         if ROLE_RANK[caller.role] < ROLE_RANK[role]:
             raise ApiError(403, "forbidden", f"this key has role {caller.role!r}; {role!r} is required")

@@ -367,6 +367,7 @@ def record_parse(request: Request, state: State, text: str, result: Any, channel
 # ------------------------------------------------------------------ the misunderstood queue
 
 _OPERATOR = [require("editor")]
+_SQL_INT = 2**63 - 1  # integers go to SQL as 64-bit: larger ones are refused with 400, not a driver overflow
 _STATUSES = {"open", "resolved", "ignored", "all"}
 
 
@@ -464,8 +465,9 @@ def _resolve(request: Request, state: State, ids: list[int], data: ResolveReques
 @get("/misunderstood", guards=_OPERATOR, sync_to_thread=True, tags=["learning"])
 def list_misunderstood(request: Request, state: State, status: str = "open", reason: str | None = None,
                        bot: str | None = None, q: str | None = None,
-                       min_count: int = Parameter(default=1, ge=1), sort: str = "count",
-                       limit: int = Parameter(default=50, ge=1, le=500), offset: int = Parameter(default=0, ge=0)
+                       min_count: int = Parameter(default=1, ge=1, le=_SQL_INT), sort: str = "count",
+                       limit: int = Parameter(default=50, ge=1, le=500),
+                       offset: int = Parameter(default=0, ge=0, le=_SQL_INT)
                        ) -> EntryList:
     """Utterances the bot fell back on, clarified, answered unsurely, handed off or answered wrongly;
     deduplicated, most frequent first (``sort=recent``: latest first)."""
@@ -492,7 +494,7 @@ def list_labels(request: Request, state: State, bot: str | None = None) -> list[
 
 
 # SQLite and PostgreSQL integers are 64-bit: larger ids are refused with a 400, not a database error
-_ENTRY_ID = Parameter(ge=1, le=2**63 - 1, description="the entry's id")
+_ENTRY_ID = Parameter(ge=1, le=_SQL_INT, description="the entry's id")
 
 
 @get("/misunderstood/{entry_id:int}", guards=_OPERATOR, sync_to_thread=True, tags=["learning"])

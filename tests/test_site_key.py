@@ -138,3 +138,24 @@ def test_an_identity_token_from_the_shop_links_the_returning_customer(client):
     shop = open_as(client, SERVER, {"identities": [{"kind": "shop_user", "value": "user-42"}]})
     events = client.get(f"/v1/conversations/{shop['conversation_id']}?events=all", headers=SERVER).json()["events"]
     assert [e for e in events if e["event"] == "visitor"]
+
+
+def test_bad_integers_long_csv_fields_and_operator_only_details(client):
+    for param in ("min_count", "offset"):
+        r = client.get("/v1/misunderstood", params={param: "9223372036854775808"}, headers=EDITOR)
+        assert r.status_code == 400, r.text
+    assert client.get("/v1/misunderstood", params={"min_count": 2**63 - 1}, headers=EDITOR).status_code == 200
+    long_body = "退款说明" * 50_000  # 200,000 characters: over the csv module's default field limit
+    r = client.post("/v1/kb/import?format=csv&dry_run=true", content=f"title,body\n长文章,{long_body}\n".encode(),
+                    headers=EDITOR)
+    assert r.status_code in (200, 422) and (r.status_code == 200 or r.json().get("errors")), r.text[:300]
+    # server-wide details are for operator roles: a public site key sees neither metrics nor paths
+    assert client.get("/metrics", headers=SITE).status_code == 403
+    assert client.get("/v1/models", headers=SITE).status_code == 403
+    assert client.get("/v1/model", headers=SITE).json()["path"] == ""
+    assert client.get("/v1/model", headers=EDITOR).json()["path"]
+
+
+def test_failed_authentication_is_rate_limited_per_address(client):
+    codes = [client.get("/v1/model", headers={"X-API-Key": f"guess-{n}"}).status_code for n in range(130)]
+    assert codes[0] == 401 and 429 in codes  # burst 100, 50 a second
