@@ -159,3 +159,38 @@ def test_bad_integers_long_csv_fields_and_operator_only_details(client):
 def test_failed_authentication_is_rate_limited_per_address(client):
     codes = [client.get("/v1/model", headers={"X-API-Key": f"guess-{n}"}).status_code for n in range(130)]
     assert codes[0] == 401 and 429 in codes  # burst 100, 50 a second
+
+
+PII = ["13800138000", "+86 139 1234 5678", "137-1234-5678", "010-62345678", "一三六零零一三六零零零",
+       "zhang.san@example.com", "http://refund-cn.example/pay", "11010519491231002X", "6222 0212 3456 7890"]
+
+
+def test_with_redact_pii_no_store_outside_transcripts_keeps_personal_data(holder, tmp_path):
+    import sqlite3
+
+    keys = [ApiKey(name="widget", role="read", key="site-key"), ApiKey(name="ops", role="editor", key="editor-key")]
+    settings = Settings(home=str(tmp_path), api_keys=keys, redact_pii=True, rate_limit_per_s=0)
+    app = app_with_dialogue(settings, holder)
+    with TestClient(app) as c:
+        opened = open_as(c, SITE, {"phone": PII[0], "email": PII[5]})
+        for value in PII:
+            say(c, opened, f"我的联系方式是 {value} 帮我查一下退款")
+            r = c.post("/v1/kb/search", json={"query": f"退款 {value}"}, headers=SITE)
+            assert r.status_code == 200, r.text
+        c.app.state.event_writer.flush()
+        c.app.state.kb.feedback.flush_queries()
+        assert c.get("/v1/misunderstood", params={"status": "all"}, headers=EDITOR).status_code == 200
+        gaps = c.get("/v1/insights/gaps", params={"min_count": 1}, headers=EDITOR)
+        frequent = c.get("/v1/insights/frequent", params={"kind": "question"}, headers=EDITOR)
+        answers = gaps.text + frequent.text
+    leaks = []
+    for db in tmp_path.rglob("*.db"):
+        if db.name == "dialogue.db":  # the transcripts keep what the handoff needs
+            continue
+        conn = sqlite3.connect(db)
+        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            dump = json.dumps(conn.execute(f'SELECT * FROM "{table}"').fetchall(), ensure_ascii=False, default=str)
+            leaks += [f"{db.name}:{table}:{v}" for v in PII if v in dump or v.replace(" ", "") in dump]
+        conn.close()
+    leaks += [f"insights:{v}" for v in PII if v in answers]
+    assert not leaks, leaks
