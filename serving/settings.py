@@ -133,14 +133,16 @@ def _env_overrides() -> dict:
             except ValueError:
                 raise SettingsError(f"{var} must be a number, got {env[var]!r}") from None
     if env.get("LINGXI_API_KEYS"):
-        # "name:role:key,name2:role2:key2" — for containers and CI; files are nicer for humans
+        # "name:role:key,tenant/name2:role2:key2" — for containers and CI; files are nicer for humans.
+        # A tenant goes before the name with a slash (tenant names never contain one); default "default".
         keys = []
         for i, item in enumerate(env["LINGXI_API_KEYS"].split(",")):
             parts = item.strip().split(":", 2)
             if len(parts) != 3 or parts[1] not in ROLES or not parts[2]:
-                raise SettingsError(f"LINGXI_API_KEYS item {i + 1}: expected name:role:key with role "
+                raise SettingsError(f"LINGXI_API_KEYS item {i + 1}: expected [tenant/]name:role:key with role "
                                     f"{'|'.join(ROLES)}")
-            keys.append({"name": parts[0], "role": parts[1], "key": parts[2]})
+            tenant, _, name = parts[0].rpartition("/")
+            keys.append({"name": name, "role": parts[1], "key": parts[2], "tenant": tenant or "default"})
         out["api_keys"] = keys
     if env.get("LINGXI_IDENTITY_SECRETS"):
         # "tenant:secret,tenant2:secret2"
