@@ -222,6 +222,7 @@ class QualityConfig(msgspec.Struct, frozen=True, kw_only=True):
     half_life_days: float = 30.0  # 0 or less: no decay
     served_only: bool = True  # count feedback only against impressions the server served (see above)
     max_per_source_day: int = 1  # per (source, article, event type, day) when served_only
+    served_keep_days: float = 30.0  # feedback on an impression older than this no longer counts
 
 
 class Stats(msgspec.Struct, kw_only=True):
@@ -423,7 +424,8 @@ class FeedbackStore:
         self._landmark: float | None = None
         self._pending_queries: Counter[tuple[str, str]] = Counter()
         self._pending_sources: set[tuple[str, str, str]] = set()
-        self._hot_seen: set[tuple[str, str]] = set()  # (query, source) pairs behind the cached hot queries
+        self._hot_seen: set[tuple[str, str]] = set()
+        self._serves = 0  # (query, source) pairs behind the cached hot queries
         self._hot_cache: tuple[float, dict[str, int]] = (0.0, {})
         self._lock = threading.Lock()
         self._advance_lock = threading.Lock()
@@ -562,6 +564,18 @@ class FeedbackStore:
             for article_id in dict.fromkeys(article_ids):
                 insert_if_missing(conn, served_t, {"search_id": search_id[:64], "article_id": article_id[:64],
                                                    "source": source[:128], "served_at": at})
+        self._serves += 1
+        if self._serves % 1000 == 1:
+            self._prune(at)
+
+    def _prune(self, now: float) -> None:
+        """Forget served impressions, caps and searcher lists too old to matter (they only grow otherwise)."""
+        keep = self.config.served_keep_days * 86_400
+        oldest_day = datetime.fromtimestamp(now - max(keep, 8 * 86_400), UTC).date().isoformat()
+        with self.engine.begin() as conn:
+            conn.execute(served_t.delete().where(served_t.c.served_at < now - keep))
+            conn.execute(caps_t.delete().where(caps_t.c.day < oldest_day))
+            conn.execute(query_sources_t.delete().where(query_sources_t.c.day < oldest_day))
 
     def _counts(self, conn: Connection, e: FeedbackEvent) -> bool:
         """Whether ``e`` may move the counters (in the folding transaction): it matches a served
@@ -570,7 +584,7 @@ class FeedbackStore:
             return False
         row = conn.execute(select(served_t).where(served_t.c.search_id == e.search_id,
                                                   served_t.c.article_id == e.article_id)).first()
-        if row is None or getattr(row, e.type):
+        if row is None or getattr(row, e.type) or row.served_at < self.clock() - self.config.served_keep_days * 86_400:
             return False
         if e.type != "impression":
             day = datetime.fromtimestamp(self.clock(), UTC).date().isoformat()  # not the client's timestamp
