@@ -145,6 +145,9 @@ def test_bad_integers_long_csv_fields_and_operator_only_details(client):
         r = client.get("/v1/misunderstood", params={param: "9223372036854775808"}, headers=EDITOR)
         assert r.status_code == 400, r.text
     assert client.get("/v1/misunderstood", params={"min_count": 2**63 - 1}, headers=EDITOR).status_code == 200
+    for bad in ({"since": "nan"}, {"until": "1e999"}, {"since": "-inf"}):
+        r = client.get("/v1/insights/rates", params={"by": "channel", **bad}, headers=EDITOR)
+        assert 400 <= r.status_code < 500, (bad, r.text)
     long_body = "退款说明" * 50_000  # 200,000 characters: over the csv module's default field limit
     r = client.post("/v1/kb/import?format=csv&dry_run=true", content=f"title,body\n长文章,{long_body}\n".encode(),
                     headers=EDITOR)
