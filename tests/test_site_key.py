@@ -165,7 +165,7 @@ def test_failed_authentication_is_rate_limited_per_address(client):
 
 
 PII = ["13800138000", "+86 139 1234 5678", "137-1234-5678", "010-62345678", "一三六零零一三六零零零",
-       "zhang.san@example.com", "http://refund-cn.example/pay", "11010519491231002X", "6222 0212 3456 7890"]
+       "zhang.san@example.com", "http://refund-cn.example/pay", "11010519491231002X", "6222 0212 3456 7894"]
 
 
 def test_with_redact_pii_no_store_outside_transcripts_keeps_personal_data(holder, tmp_path):
