@@ -21,6 +21,14 @@ Why these estimators:
   and a click followed by a "not resolved" vote did not satisfy either; neither counts as a good
   click. Customers click the first result whatever it is, so clicks alone would reward rank 1.
 
+* **Served impressions only.** Anything a browser sends is a claim, so with ``served_only`` (the
+  default) an event counts only against an impression the server itself served (:meth:`FeedbackStore.serve`:
+  search results of ``/v1/kb/search``, article cards in a conversation), matched by ``search_id``
+  and article: each served impression counts at most one impression, click, dwell and vote, and
+  each *source* (the conversation, or the searching client's address) moves an article at most
+  ``max_per_source_day`` times per event type per day. A thousand votes with fresh ids and no
+  impression behind them therefore count nothing.
+
 * **Decay.** What customers did last year says little about an article edited since, so every
   event's weight halves every ``half_life_days``. Counters use *forward decay* (Cormode et al.
   2009): an event at time t adds ``2^((t - L)/h)`` for a fixed landmark L, and reading at time
@@ -140,6 +148,37 @@ queries_t = Table(
     PrimaryKeyConstraint("query", "day"),
 )
 
+served_t = Table(  # impressions the server served: the only thing client feedback may count against
+    "kb_served", fb_metadata,
+    Column("search_id", String(64), nullable=False),
+    Column("article_id", String(64), nullable=False),
+    Column("source", String(128), nullable=False),  # "conv:<id>" or "addr:<hash>": who it was shown to
+    Column("served_at", Float, nullable=False),
+    Column("impression", Integer, nullable=False, default=0),  # 1 once the matching event was counted
+    Column("click", Integer, nullable=False, default=0),
+    Column("dwell", Integer, nullable=False, default=0),
+    Column("vote", Integer, nullable=False, default=0),
+    PrimaryKeyConstraint("search_id", "article_id"),
+)
+
+caps_t = Table(  # how often one source moved one article per event type and day
+    "kb_feedback_caps", fb_metadata,
+    Column("source", String(128), nullable=False),
+    Column("article_id", String(64), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("count", Integer, nullable=False, default=0),
+    PrimaryKeyConstraint("source", "article_id", "day", "type"),
+)
+
+query_sources_t = Table(  # distinct searchers per query and day: a hot query needs several people
+    "kb_query_sources", fb_metadata,
+    Column("query", String(200), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("source", String(128), nullable=False),
+    PrimaryKeyConstraint("query", "day", "source"),
+)
+
 _COUNTERS = ("impressions", "examinations", "clicks", "short_dwells", "resolved", "not_resolved")
 
 
@@ -181,6 +220,9 @@ class QualityConfig(msgspec.Struct, frozen=True, kw_only=True):
     flag_min_votes: int = 5
     flag_max_resolution: float = 0.4
     half_life_days: float = 30.0  # 0 or less: no decay
+    served_only: bool = True  # count feedback only against impressions the server served (see above)
+    max_per_source_day: int = 1  # per (source, article, event type, day) when served_only
+    served_keep_days: float = 30.0  # feedback on an impression older than this no longer counts
 
 
 class Stats(msgspec.Struct, kw_only=True):
@@ -381,6 +423,9 @@ class FeedbackStore:
         self._cursor = 0
         self._landmark: float | None = None
         self._pending_queries: Counter[tuple[str, str]] = Counter()
+        self._pending_sources: set[tuple[str, str, str]] = set()
+        self._hot_seen: set[tuple[str, str]] = set()
+        self._serves = 0  # (query, source) pairs behind the cached hot queries
         self._hot_cache: tuple[float, dict[str, int]] = (0.0, {})
         self._lock = threading.Lock()
         self._advance_lock = threading.Lock()
@@ -466,10 +511,14 @@ class FeedbackStore:
             new = self.events.read(cursor, batch, FEEDBACK_TYPES, tenant=self.tenant, conn=shared)
             if not new:
                 return 0, cursor == self._cursor
+            if cfg.served_only:
+                new_counted = [e for e in new if self._counts(conn, from_store_event(e))]
+            else:
+                new_counted = new
             landmark = meta.get("landmark")
-            if landmark is None:
-                landmark = min(e.ts for e in new)
-                conn.execute(insert(fb_meta_t).values(key="landmark", value=landmark))
+            if landmark is None:  # the first replica to fold sets it; a concurrent one reads the winner's
+                insert_if_missing(conn, fb_meta_t, {"key": "landmark", "value": min(e.ts for e in new)})
+                landmark = conn.execute(select(fb_meta_t.c.value).where(fb_meta_t.c.key == "landmark")).scalar_one()
             h = cfg.half_life_days * 86_400
             latest = max(self.clock(), max(e.ts for e in new))
             rebased = h > 0 and (latest - landmark) / h > 500  # keep 2^x far from overflowing
@@ -479,7 +528,7 @@ class FeedbackStore:
                 landmark = latest
                 conn.execute(update(fb_meta_t).where(fb_meta_t.c.key == "landmark").values(value=landmark))
             incs: dict[tuple[str, str], dict[str, float]] = {}
-            for e in new:
+            for e in new_counted:
                 fe = from_store_event(e)
                 raw = _increments(fe, cfg)
                 if not raw:
@@ -504,6 +553,49 @@ class FeedbackStore:
                         setattr(target, name, getattr(target, name) + v)
                 self._cursor, self._landmark = new[-1].seq, landmark
         return len(new), in_sync
+
+    # -- served impressions
+    def serve(self, search_id: str, article_ids: Sequence[str], source: str, now: float | None = None) -> None:
+        """Remember that ``article_ids`` were shown to ``source`` under ``search_id`` (the server did it)."""
+        if not search_id or not article_ids:
+            return
+        at = self.clock() if now is None else now
+        with self.engine.begin() as conn:
+            for article_id in dict.fromkeys(article_ids):
+                insert_if_missing(conn, served_t, {"search_id": search_id[:64], "article_id": article_id[:64],
+                                                   "source": source[:128], "served_at": at})
+        self._serves += 1
+        if self._serves % 1000 == 1:
+            self._prune(at)
+
+    def _prune(self, now: float) -> None:
+        """Forget served impressions, caps and searcher lists too old to matter (they only grow otherwise)."""
+        keep = self.config.served_keep_days * 86_400
+        oldest_day = datetime.fromtimestamp(now - max(keep, 8 * 86_400), UTC).date().isoformat()
+        with self.engine.begin() as conn:
+            conn.execute(served_t.delete().where(served_t.c.served_at < now - keep))
+            conn.execute(caps_t.delete().where(caps_t.c.day < oldest_day))
+            conn.execute(query_sources_t.delete().where(query_sources_t.c.day < oldest_day))
+
+    def _counts(self, conn: Connection, e: FeedbackEvent) -> bool:
+        """Whether ``e`` may move the counters (in the folding transaction): it matches a served
+        impression not yet used for its type, and its source is under the daily cap."""
+        if not e.search_id:
+            return False
+        row = conn.execute(select(served_t).where(served_t.c.search_id == e.search_id,
+                                                  served_t.c.article_id == e.article_id)).first()
+        if row is None or getattr(row, e.type) or row.served_at < self.clock() - self.config.served_keep_days * 86_400:
+            return False
+        if e.type != "impression":
+            day = datetime.fromtimestamp(self.clock(), UTC).date().isoformat()  # not the client's timestamp
+            keys = {"source": row.source, "article_id": e.article_id, "day": day, "type": e.type}
+            used = conn.execute(select(caps_t.c.count).where(*[caps_t.c[k] == v for k, v in keys.items()])).scalar()
+            if (used or 0) >= self.config.max_per_source_day:
+                return False
+            _upsert_add(conn, caps_t, keys, {"count": 1})
+        conn.execute(update(served_t).where(served_t.c.search_id == e.search_id,
+                                            served_t.c.article_id == e.article_id).values({e.type: 1}))
+        return True
 
     def _import_legacy(self) -> int:
         """Copy rows of the old ``kb_feedback_events`` table into the event store (once)."""
@@ -567,12 +659,18 @@ class FeedbackStore:
         return out
 
     # -- hot queries
-    def record_query(self, query: str, flush_every: int = 20) -> None:
-        """Count a (normalised) search query for hot-query suggestions; written in small batches."""
+    def record_query(self, query: str, flush_every: int = 20, source: str | None = None) -> None:
+        """Count a (normalised) search query for hot-query suggestions; written in small batches.
+        ``source`` names the searcher (hot queries count distinct searchers, not searches)."""
+        redact = getattr(self.events, "redact", None)  # the event store's PII redaction (redact_pii)
+        if redact is not None and query:
+            query = redact(query)
         if not query or len(query) > 200:
             return
+        day = date.today().isoformat()
         with self._lock:
-            self._pending_queries[(query, date.today().isoformat())] += 1
+            self._pending_queries[(query, day)] += 1
+            self._pending_sources.add((query, day, (source or "unknown")[:128]))
             due = sum(self._pending_queries.values()) >= flush_every
         if due:
             self.flush_queries()
@@ -580,27 +678,33 @@ class FeedbackStore:
     def flush_queries(self) -> None:
         with self._lock:
             pending, self._pending_queries = self._pending_queries, Counter()
+            sources, self._pending_sources = self._pending_sources, set()
         if not pending:
             return
         with self.engine.begin() as conn:
             for (query, day), n in pending.items():
                 _upsert_add(conn, queries_t, {"query": query, "day": day}, {"count": n})
+            for query, day, source in sources:
+                insert_if_missing(conn, query_sources_t, {"query": query, "day": day, "source": source})
         self._hot_cache = (0.0, {})
 
     def hot_queries(self, days: int = 7, limit: int = 500, max_age_s: float = 60.0) -> dict[str, int]:
-        """Query → count over the last ``days`` days (cached for ``max_age_s``), plus unflushed counts."""
+        """Query → distinct searchers (source and day) over the last ``days`` days (cached for
+        ``max_age_s``), plus unflushed ones: the same person searching six times counts once a day."""
         cached_at, cached = self._hot_cache
         if time.monotonic() - cached_at > max_age_s:
             since = (date.today() - timedelta(days=days - 1)).isoformat()
             with self.engine.connect() as conn:
-                rows = conn.execute(select(queries_t.c.query, queries_t.c.count).where(queries_t.c.day >= since)).all()
-            totals: Counter[str] = Counter()
-            for q, n in rows:
-                totals[q] += n
+                rows = conn.execute(select(query_sources_t.c.query, query_sources_t.c.source)
+                                    .where(query_sources_t.c.day >= since).distinct()).all()
+            totals: Counter[str] = Counter(q for q, _ in rows)
             cached = dict(totals.most_common(limit))
             self._hot_cache = (time.monotonic(), cached)
+            self._hot_seen = {(q, src) for q, src in rows}
         with self._lock:
-            extra = Counter(q for (q, _), n in self._pending_queries.items() for _ in range(n))
+            pending = set(self._pending_sources)
+        seen = self._hot_seen
+        extra = Counter(q for q, src in {(q, src) for q, _, src in pending} if (q, src) not in seen)
         if not extra:
             return cached
         merged = Counter(cached)

@@ -143,7 +143,18 @@ def parse_csv(data: bytes, limits: Limits) -> tuple[list[ImportRow], list[RowErr
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         return [], [RowError(row=0, message=f"the file is not UTF-8 (save it as 'CSV UTF-8'): {exc}")]
+    # a field may be as long as the whole body (the body limit bounds it); the csv module's default
+    # (131,072 characters) would fail a long article with an exception instead of a row error
+    if csv.field_size_limit() < len(text) + 1:
+        csv.field_size_limit(len(text) + 1)
     reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return _parse_csv_rows(reader, limits)
+    except csv.Error as exc:
+        return [], [RowError(row=reader.line_num, message=f"malformed CSV: {exc}")]
+
+
+def _parse_csv_rows(reader, limits: Limits) -> tuple[list[ImportRow], list[RowError]]:
     header = next(reader, None)
     if not header:
         return [], [RowError(row=1, message="empty file: expected a header row")]

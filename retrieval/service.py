@@ -466,10 +466,12 @@ class KbService:
 
     # ------------------------------------------------------------ search, suggest, feedback
     def search(self, req: SearchRequest, query_vector: np.ndarray | None = None, record: bool = True,
-               exclude_units: AbstractSet[int] = frozenset()) -> SearchResponse:
+               exclude_units: AbstractSet[int] = frozenset(), source: str | None = None) -> SearchResponse:
         """``query_vector``: the query already embedded by this KB's encoder; ``record``: count the
-        query for hot queries and stats; ``exclude_units``: leave these units out (calibration's
-        leave-one-out probes; see :meth:`KnowledgeSearch.search`)."""
+        query for hot queries and stats, and remember the results as served impressions (feedback
+        counts only against those); ``source``: who searched (a conversation, a client address);
+        ``exclude_units``: leave these units out (calibration's leave-one-out probes; see
+        :meth:`KnowledgeSearch.search`)."""
         self.maybe_refresh()
         index, articles = self.live
         validate_request(req, self.searcher.ranking)
@@ -479,7 +481,8 @@ class KbService:
                                         lambda ids, intent: self.feedback_boosts(qvec, ids, intent),
                                         query_vector=qvec, exclude_units=exclude_units)
         if record:
-            self.feedback.record_query(self.analyzer.normalize(req.query))
+            self.feedback.record_query(self.analyzer.normalize(req.query), source=source)
+            self.feedback.serve(response.search_id, [r.article_id for r in response.results], source or "unknown")
         return response
 
     def suggest(self, text: str, channel: str | None = None, limit: int = 8) -> list[Suggestion]:

@@ -7,7 +7,7 @@ with the word typed: "退款" should find "怎么申请退款"), then fuzzy (Rap
 for typos such as 退宽多久 → 退款多久 (from three characters on; shorter input has too little to go on).
 
 Hot queries come from customers, so they are only offered when several people searched them and
-they do not look like personal data (long digit runs, e-mail addresses).
+they do not look like personal data or links (:func:`lingxi.nlu.redact.contains_personal`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,17 @@ from typing import Literal
 
 import msgspec
 
+from lingxi.nlu.redact import contains_personal
+
 from .analysis import Analyzer
 from .articles import Article
 
 _PERSONAL = re.compile(r"\d{5,}|@|[a-z]{2}\d{8,}", re.IGNORECASE)
+
+
+def _unsafe(query: str, normalized: str) -> bool:
+    """A hot query is shown to every visitor: nothing that may be personal data or a link."""
+    return bool(_PERSONAL.search(normalized)) or contains_personal(query) or contains_personal(normalized)
 
 Match = Literal["prefix", "substring", "fuzzy"]
 _MATCH_SCORE = {"prefix": 3.0, "substring": 2.0}
@@ -75,7 +82,7 @@ class Suggester:
         hot_items = sorted((hot or {}).items(), key=lambda kv: -kv[1])[: self.max_hot]
         for q, n in hot_items:
             nq = norm(q)
-            if n < self.min_hot_count or not nq or nq in known or _PERSONAL.search(nq):
+            if n < self.min_hot_count or not nq or nq in known or _unsafe(q, nq):
                 continue
             known.add(nq)
             entries.append(_Entry(q, nq, "hot", 0.25 * math.log1p(n), None, None, ()))

@@ -39,6 +39,7 @@ from lingxi.dialogue.stores import ConcurrentUpdate, ConversationBusy
 from lingxi.dialogue.tenancy import scoped_key, tenant_scope
 
 from .auth import principal, require, require_agent
+from .capabilities import require_conversation_token
 from .conversations import _check_cid, conversations_router, service_of
 from .errors import ApiError
 from .events import set_event_tenant
@@ -126,6 +127,12 @@ def _read(state: State, tenant: str, cid: str, start: int) -> list[Event] | None
         return store.events(cid, start)
 
 
+def _check_capability(request: Request, state: State, tenant: str, cid: str) -> None:
+    """A site key reads only the conversation it opened (its conversation token), as elsewhere."""
+    with tenant_scope(tenant):
+        require_conversation_token(request, service_of(state).engine.store, cid)
+
+
 def _other_tenant_has(state: State, tenant: str, cid: str) -> bool:
     """Whether another tenant has a conversation with this id (403 rather than 404)."""
     base = base_store(service_of(state).engine.store)
@@ -209,6 +216,7 @@ async def stream_conversation(conversation_id: str, state: State, request: Reque
     """Server-Sent Events of the conversation's visible events (``id`` = the event's seq)."""
     cid = _check_cid(conversation_id)
     tenant = principal(request).tenant
+    await anyio.to_thread.run_sync(_check_capability, request, state, tenant, cid)
     start = _start_seq(request, after)
     everything = await anyio.to_thread.run_sync(_read, state, tenant, cid, 0)
     if everything is None:
@@ -254,6 +262,7 @@ async def poll_conversation(conversation_id: str, state: State, request: Request
     """Long polling: the visible events after ``after``, waiting up to ``wait`` seconds for one."""
     cid = _check_cid(conversation_id)
     tenant = principal(request).tenant
+    await anyio.to_thread.run_sync(_check_capability, request, state, tenant, cid)
     everything = await anyio.to_thread.run_sync(_read, state, tenant, cid, 0)
     if everything is None:
         raise await anyio.to_thread.run_sync(_not_found, state, tenant, cid)

@@ -25,7 +25,7 @@ from lingxi.nlu.redact import install_log_redaction, scrub_secrets
 
 from . import metrics
 from .agents import agents_router
-from .auth import KeyRing, require
+from .auth import ROLE_RANK, KeyRing, principal, require
 from .chatwoot import chatwoot_router
 from .conversations import conversations_router, dialogue_lifespan
 from .errors import EXCEPTION_HANDLERS, ApiError
@@ -145,12 +145,15 @@ def _info(holder: ModelHolder) -> ModelInfo:
 
 
 @get("/v1/model", sync_to_thread=False, guards=[require("read")], tags=["models"])
-def model_info(state: State) -> ModelInfo:
-    """The model being served."""
-    return _info(_holder(state))
+def model_info(state: State, request: Request) -> ModelInfo:
+    """The model being served (its path on disk for operator roles only)."""
+    info = _info(_holder(state))
+    if ROLE_RANK[principal(request).role] < ROLE_RANK["editor"]:
+        info = msgspec.structs.replace(info, path="")
+    return info
 
 
-@get("/v1/models", sync_to_thread=True, guards=[require("read", operator=True)], tags=["models"])
+@get("/v1/models", sync_to_thread=True, guards=[require("editor", operator=True)], tags=["models"])
 def models_overview(state: State) -> dict[str, object]:
     """What is loaded, where it came from, and (registry mode) the registered versions and aliases."""
     holder = _holder(state)

@@ -1,7 +1,10 @@
 """API keys: ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``.
 
-Roles: ``read`` < ``editor`` < ``reviewer`` < ``admin``; ``agent`` ranks with ``read`` and may also
-use the agent inbox (:func:`require_agent`), which editors and above may use as well.
+Roles: ``read`` < ``server`` < ``editor`` < ``reviewer`` < ``admin``. ``read`` is the public site key
+every shop embeds in its pages (it may act only on conversations it opened, see
+:mod:`lingxi.serving.capabilities`); ``server`` is a shop backend or server-side channel;
+``agent`` (a human agent) ranks with ``server`` and may also use the agent inbox
+(:func:`require_agent`), which editors and above may use as well.
 
 Keys come from two places: the settings file (``api_keys``, given in clear or as SHA-256 digests)
 and the key database (``lingxi keys create``, ``/v1/keys``; see :mod:`lingxi.serving.keys`), which
@@ -30,10 +33,10 @@ from lingxi.dialogue.tenancy import current_tenant
 
 from .errors import ApiError
 from .keys import KeyCache, WouldWait
-from .limits import enforce_rate_limit
+from .limits import client_source, enforce_rate_limit
 from .settings import ApiKey
 
-ROLE_RANK = {"read": 0, "agent": 0, "editor": 1, "reviewer": 2, "admin": 3}  # agent: read + the agent inbox
+ROLE_RANK = {"read": 0, "agent": 1, "server": 1, "editor": 2, "reviewer": 3, "admin": 4}  # agent: + the inbox
 DEFAULT_TENANT = "default"
 _PENDING = object()  # authenticate: no answer yet from the no-wait read
 
@@ -162,9 +165,14 @@ def require(role: str, *, query_token: str | None = None, operator: bool = False
         presented = presented_key(connection)
         if not presented and query_token:
             presented = (connection.query_params.get(query_token) or "").strip() or None
-        caller = await ring.authenticate(presented)
+        limiter = getattr(connection.app.state, "rate_limiter", None)
+        try:
+            caller = await ring.authenticate(presented)
+        except ApiError:
+            if presented:  # guessing keys: failures are limited per client address (429 once exhausted)
+                await enforce_rate_limit(limiter, f"auth-failures:{client_source(connection)}")
+            raise
         if caller is not ANONYMOUS:
-            limiter = getattr(connection.app.state, "rate_limiter", None)
             await enforce_rate_limit(limiter, f"{caller.tenant}:{caller.key_id}")
         if ROLE_RANK[caller.role] < ROLE_RANK[role]:
             raise ApiError(403, "forbidden", f"this key has role {caller.role!r}; {role!r} is required")

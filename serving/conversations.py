@@ -10,10 +10,14 @@ Routes (one litestar ``Router``, ``conversations_router``):
   → maybe a proactive message.
 * ``POST /v1/conversations/{id}/release`` — an agent (role ``agent``, or ``editor`` and above) hands
   the conversation back to the bot. Agent messages, live updates and the inbox: :mod:`.agents`.
-* ``GET /v1/visitors/{id}``, ``POST /v1/visitors/link`` — cross-channel visitors.
+* ``GET /v1/visitors/{id}``, ``POST /v1/visitors/link`` — cross-channel visitors (server keys only).
+
+Site keys (role ``read``, public) act only on conversations they opened, with the
+``conversation_token`` the open returned (:mod:`.capabilities`), and their visitor claims never
+link to earlier history unless the shop vouches with an identity token (:mod:`.identity`).
 * ``POST /webhooks/rest/webhook`` — Rasa's REST channel (``{sender, message}`` →
   ``[{recipient_id, text, buttons}]``), so Rasa web widgets work unchanged; the API key may be
-  given as ``?token=`` as Rasa does.
+  given as ``?token=`` as Rasa does. The sender id is the caller's word, so this needs a server key.
 * ``/v1/demo-shop/...`` — the demo shop's fake order backend the demo flows call.
 
 Wiring in ``create_app``: add ``conversations_router`` to ``route_handlers`` and
@@ -56,10 +60,12 @@ from lingxi.dialogue.turn import TurnResult
 from lingxi.dialogue.visitors import Identity, Visitor
 
 from . import metrics
-from .auth import require, require_agent
+from .auth import principal, require, require_agent
+from .capabilities import is_public, mint_conversation_token, require_conversation_token
 from .errors import ApiError, error_body
 from .events import set_event_tenant, tap_dialogue
 from .faults import backend_outage
+from .identity import VERIFIED_KIND, InvalidIdentityToken, verify_identity_token
 from .knowledge import ArbitrationStore, TenantKnowledge
 from .limits import check_json_depth
 
@@ -86,6 +92,14 @@ class VisitorIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     email: str | None = None
     device_id: str | None = None
     identities: list[IdentityIn] = msgspec.field(default_factory=list)
+    # minted by the shop's backend (serving/identity.py): the only way a site key links to history
+    identity_token: str | None = None
+
+
+class OpenedConversation(TurnResult, kw_only=True):
+    """The opening turn; for a site key also the ``conversation_token`` its later calls must send."""
+
+    conversation_token: str | None = None
 
 
 class MessageRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -308,6 +322,29 @@ def _identities(visitor: VisitorIn | None, channel: str | None) -> list[Identity
     return out
 
 
+def _visitor_identities(request: Request, visitor: VisitorIn | None, channel: str | None,
+                        cid: str) -> list[Identity]:
+    """The identities a call may link its conversation with.
+
+    A server-side key vouches for what it sends. A site key's claims (phone, user id, device) are
+    kept, but scoped to this one conversation, so they start a fresh visitor and never reach another
+    customer's history; only a valid identity token links to the shop's account ``shop_user:<id>``."""
+    out = _identities(visitor, channel)
+    caller = principal(request)
+    if visitor is not None and visitor.identity_token:
+        secrets = getattr(request.app.state.settings, "identity_secrets", None) or {}
+        try:
+            user_id = verify_identity_token(visitor.identity_token.strip(), secrets.get(caller.tenant))
+        except InvalidIdentityToken as exc:
+            raise ApiError(422, "invalid_identity_token", str(exc)) from None
+        verified = [Identity(VERIFIED_KIND, user_id)]
+    else:
+        verified = []
+    if not is_public(caller):
+        return [*out, *verified]
+    return [*verified, *(Identity(f"claimed_{i.kind}"[:64], f"{cid}:{i.value}") for i in out)]
+
+
 def _check_common(channel: str | None, tags: list[str] | None, language: str | None = None) -> None:
     if channel is not None and (not channel.strip() or len(channel) > 64):
         raise ApiError(422, "invalid_field", "`channel` must be 1..64 characters")
@@ -332,7 +369,7 @@ def _run(fn, *args):
     return result
 
 
-def _message_in(data: MessageRequest, svc: DialogueService) -> MessageIn:
+def _message_in(data: MessageRequest, svc: DialogueService, request: Request, cid: str) -> MessageIn:
     text = (data.text or "").strip()
     payload = (data.payload or "").strip()
     if not text and not payload:
@@ -346,16 +383,17 @@ def _message_in(data: MessageRequest, svc: DialogueService) -> MessageIn:
         raise ApiError(422, "invalid_field", "`slots`: at most 50 slots with names of ≤64 characters")
     check_json_depth("slots", data.slots)
     return MessageIn(text=text or None, payload=payload or None, channel=data.channel, language=data.language,
-                     tags=data.tags, identities=_identities(data.visitor, data.channel), timestamp=data.timestamp,
-                     slots=data.slots, message_id=data.message_id)
+                     tags=data.tags, identities=_visitor_identities(request, data.visitor, data.channel, cid),
+                     timestamp=data.timestamp, slots=data.slots, message_id=data.message_id)
 
 
 # ------------------------------------------------------------------ handlers
 
 
 @post("/v1/conversations", sync_to_thread=True, guards=[require("read")], tags=["dialogue"], status_code=201)
-def open_conversation(data: OpenRequest, state: State, request: Request) -> TurnResult:
-    """Open a conversation (the chat window opened): the per-channel welcome and the topic menu."""
+def open_conversation(data: OpenRequest, state: State, request: Request) -> OpenedConversation:
+    """Open a conversation (the chat window opened): the per-channel welcome and the topic menu.
+    With a site key the answer carries the ``conversation_token`` for the calls that follow."""
     svc = service_of(state)
     set_event_tenant(request)
     cid = _check_cid(data.conversation_id) if data.conversation_id else f"c-{uuid.uuid4().hex}"
@@ -363,8 +401,14 @@ def open_conversation(data: OpenRequest, state: State, request: Request) -> Turn
     if svc.engine.store.exists(cid):
         raise ApiError(409, "conversation_exists", f"conversation {cid!r} already exists")
     msg = MessageIn(channel=data.channel, language=data.language, tags=data.tags,
-                    identities=_identities(data.visitor, data.channel), timestamp=data.timestamp)
-    return _run(svc.engine.open, cid, msg)
+                    identities=_visitor_identities(request, data.visitor, data.channel, cid), timestamp=data.timestamp)
+    result = _run(svc.engine.open, cid, msg)
+    token = None
+    if is_public(principal(request)):
+        if not result.created:  # someone else opened this id first: its token is not ours to hand out
+            raise ApiError(409, "conversation_exists", f"conversation {cid!r} already exists")
+        token = mint_conversation_token(svc.engine.store, cid)
+    return OpenedConversation(**{f: getattr(result, f) for f in result.__struct_fields__}, conversation_token=token)
 
 
 @post("/v1/conversations/{conversation_id:str}/messages", sync_to_thread=True, guards=[require("read")],
@@ -374,12 +418,14 @@ def post_message(conversation_id: str, data: MessageRequest, state: State, reque
     when the conversation goes to a human. A new id starts a conversation."""
     svc = service_of(state)
     set_event_tenant(request)
-    msg = _message_in(data, svc)
-    return _run(svc.engine.handle_message, _check_cid(conversation_id), msg)
+    cid = _check_cid(conversation_id)
+    require_conversation_token(request, svc.engine.store, cid)
+    msg = _message_in(data, svc, request, cid)
+    return _run(svc.engine.handle_message, cid, msg)
 
 
 @get("/v1/conversations/{conversation_id:str}", sync_to_thread=True, guards=[require("read")], tags=["dialogue"])
-def get_conversation(conversation_id: str, state: State,
+def get_conversation(conversation_id: str, state: State, request: Request,
                      events: str = Parameter(default="none", description="none | applied | after_restart | all")
                      ) -> dict[str, Any]:
     """The tracker: derived state (slots, flow stack, handoff, visitor…) and, on request, the events."""
@@ -388,7 +434,8 @@ def get_conversation(conversation_id: str, state: State,
         verbosity = EventVerbosity.parse(events)
     except ValueError as exc:
         raise ApiError(422, "invalid_field", str(exc)) from None
-    tracker = svc.engine.tracker(_check_cid(conversation_id))
+    require_conversation_token(request, svc.engine.store, _check_cid(conversation_id))
+    tracker = svc.engine.tracker(conversation_id)
     if tracker is None:
         raise ApiError(404, "conversation_not_found", f"no conversation {conversation_id!r}")
     full = svc.engine.store.events(conversation_id) if verbosity is not EventVerbosity.NONE else None
@@ -401,6 +448,7 @@ def post_event(conversation_id: str, data: EventRequest, state: State, request: 
     """A behaviour event from the frontend; the reply holds a proactive message when a trigger fires."""
     svc = service_of(state)
     set_event_tenant(request)
+    require_conversation_token(request, svc.engine.store, _check_cid(conversation_id))
     if not data.kind.strip() or len(data.kind) > 64:
         raise ApiError(422, "invalid_field", "`kind` must be 1..64 characters")
     if data.seconds is not None and data.seconds < 0:
@@ -410,7 +458,9 @@ def post_event(conversation_id: str, data: EventRequest, state: State, request: 
     check_json_depth("data", data.data)
     _check_common(data.channel, data.tags)
     ev = BehaviourIn(kind=data.kind, page=data.page, seconds=data.seconds, data=data.data, channel=data.channel,
-                     tags=data.tags, identities=_identities(data.visitor, data.channel), timestamp=data.timestamp)
+                     tags=data.tags, identities=_visitor_identities(request, data.visitor, data.channel,
+                                                                    conversation_id),
+                     timestamp=data.timestamp)
     return _run(svc.engine.handle_behaviour, _check_cid(conversation_id), ev)
 
 
@@ -426,9 +476,9 @@ def release_conversation(conversation_id: str, state: State, request: Request,
     return _run(svc.engine.release, _check_cid(conversation_id), data.by, data.note, data.timestamp, data.message)
 
 
-@get("/v1/visitors/{visitor_id:str}", sync_to_thread=True, guards=[require("read")], tags=["dialogue"])
+@get("/v1/visitors/{visitor_id:str}", sync_to_thread=True, guards=[require("server")], tags=["dialogue"])
 def get_visitor(visitor_id: str, state: State) -> Visitor:
-    """A visitor's identities and conversations (following merges)."""
+    """A visitor's identities and conversations (following merges); server and operator keys only."""
     visitor = service_of(state).engine.visitors.get(visitor_id)
     if visitor is None:
         raise ApiError(404, "visitor_not_found", f"no visitor {visitor_id!r}")
@@ -445,8 +495,9 @@ def link_visitor(data: LinkRequest, state: State) -> Visitor:
     return visitor
 
 
-# Rasa widgets cannot send headers: accept the read key as ``?token=`` as well
-_token_or_key = require("read", query_token="token")
+# Rasa widgets cannot send headers: accept the key as ``?token=`` as well. The sender id names the
+# conversation on the caller's word, so only a server key (a bridge the shop runs) may use it.
+_token_or_key = require("server", query_token="token")
 
 
 def _rasa_cid(sender: str) -> str:

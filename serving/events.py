@@ -311,10 +311,25 @@ class _RecordingStore:
                 isinstance(e, ClarificationAsked) for e in history[:first_new]):
             history = list(self._inner.events(cid))  # the question is behind a snapshot: read it all
             first_new, offset = len(history) - len(new), 0
-        writer.submit(dialogue_to_events(
+        events = dialogue_to_events(
             cid, history, first_new, tenant=_tenant.get(), bot=_bot(self._state),
             model_version=_model_version(self._state), visitor_id=state.visitor_id, channel=state.channel,
-            id_offset=offset))
+            id_offset=offset)
+        self._serve_cards(cid, events)
+        writer.submit(events)
+
+    def _serve_cards(self, cid: str, events: list[Event]) -> None:
+        """The cards this turn showed are served impressions: the customer's clicks and votes on them
+        may count (once each, see retrieval/feedback.py); anything else a client sends does not."""
+        shown: dict[str, list[str]] = {}
+        for e in events:
+            if isinstance(e.payload, Impression) and e.payload.search_id:
+                shown.setdefault(e.payload.search_id, []).append(e.payload.article_id)
+        kbs = getattr(self._state, "kbs", None)
+        kb = kbs.started(_tenant.get()) if kbs is not None and shown else None
+        for search_id, article_ids in shown.items():
+            if kb is not None:
+                kb.feedback.serve(search_id, article_ids, f"conv:{cid}"[:128])
 
 
 _tap_lock = threading.Lock()
@@ -352,6 +367,7 @@ def record_parse(request: Request, state: State, text: str, result: Any, channel
 # ------------------------------------------------------------------ the misunderstood queue
 
 _OPERATOR = [require("editor")]
+_SQL_INT = 2**63 - 1  # integers go to SQL as 64-bit: larger ones are refused with 400, not a driver overflow
 _STATUSES = {"open", "resolved", "ignored", "all"}
 
 
@@ -449,8 +465,9 @@ def _resolve(request: Request, state: State, ids: list[int], data: ResolveReques
 @get("/misunderstood", guards=_OPERATOR, sync_to_thread=True, tags=["learning"])
 def list_misunderstood(request: Request, state: State, status: str = "open", reason: str | None = None,
                        bot: str | None = None, q: str | None = None,
-                       min_count: int = Parameter(default=1, ge=1), sort: str = "count",
-                       limit: int = Parameter(default=50, ge=1, le=500), offset: int = Parameter(default=0, ge=0)
+                       min_count: int = Parameter(default=1, ge=1, le=_SQL_INT), sort: str = "count",
+                       limit: int = Parameter(default=50, ge=1, le=500),
+                       offset: int = Parameter(default=0, ge=0, le=_SQL_INT)
                        ) -> EntryList:
     """Utterances the bot fell back on, clarified, answered unsurely, handed off or answered wrongly;
     deduplicated, most frequent first (``sort=recent``: latest first)."""
@@ -477,7 +494,7 @@ def list_labels(request: Request, state: State, bot: str | None = None) -> list[
 
 
 # SQLite and PostgreSQL integers are 64-bit: larger ids are refused with a 400, not a database error
-_ENTRY_ID = Parameter(ge=1, le=2**63 - 1, description="the entry's id")
+_ENTRY_ID = Parameter(ge=1, le=_SQL_INT, description="the entry's id")
 
 
 @get("/misunderstood/{entry_id:int}", guards=_OPERATOR, sync_to_thread=True, tags=["learning"])

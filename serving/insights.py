@@ -20,6 +20,7 @@ says when the range held more. Bad parameters answer 422 with code ``invalid_par
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import datetime
 from typing import Any
@@ -60,9 +61,13 @@ def _time(value: str | None, name: str) -> float | None:
     if value is None or not value.strip():
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(number) or abs(number) > 1e11:  # nan, inf, or beyond year 5000
+            raise _bad(f"`{name}` must be a finite time")
+        return number
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:

@@ -50,6 +50,7 @@ from lingxi.retrieval.tenants import KbTenants
 from .auth import DEFAULT_TENANT, ROLE_RANK, principal, require
 from .errors import ApiError, error_body
 from .faults import backend_outage
+from .limits import client_source
 
 log = logging.getLogger("lingxi.serving")
 
@@ -324,8 +325,9 @@ def export_articles(request: Request, format: str = "jsonl", status: Status | No
 
 @post("/kb/search", guards=_READ, sync_to_thread=True, tags=["kb"], status_code=200)
 def search(request: Request, data: SearchRequest) -> SearchResponse:
-    """Hybrid search with highlighted passages and an explanation of every score."""
-    return kb_for(request).search(data)
+    """Hybrid search with highlighted passages and an explanation of every score. The results are
+    served impressions: clicks and votes count only against a ``search_id`` the server handed out."""
+    return kb_for(request).search(data, source=client_source(request, principal(request).tenant))
 
 
 @get("/kb/suggest", guards=_READ, tags=["kb"])

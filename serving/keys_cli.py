@@ -14,6 +14,8 @@ import sys
 
 import msgspec
 
+from .settings import ROLES
+
 
 def _store(args):
     from lingxi.serving.keys import KeyStore
@@ -68,7 +70,7 @@ def add_keys_parser(sub: argparse._SubParsersAction) -> None:
     c = ksub.add_parser("create", help="create a key and print it once")
     c.add_argument("--name", required=True, help="who or what uses the key, e.g. 'web widget'")
     c.add_argument("--tenant", default="default", help="the tenant whose data the key may touch")
-    c.add_argument("--role", default="read", choices=["read", "editor", "reviewer", "admin"])
+    c.add_argument("--role", default="read", choices=list(ROLES))
     c.add_argument("--json", action="store_true", help="print the key and its record as JSON")
     c.set_defaults(func=cmd_keys)
     lst = ksub.add_parser("list", help="list keys (never their secrets)")

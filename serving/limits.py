@@ -39,6 +39,17 @@ MAX_JSON_DEPTH = 8
 # ---------------------------------------------------------------------- rate limiting
 
 
+def client_source(connection: Any, tenant: str = "") -> str:
+    """A stable, non-reversible name for the calling address (``addr:<hash>``): feedback and hot-query
+    counts are per person, and the failed-authentication limit is per address."""
+    import hashlib
+
+    client = getattr(connection, "client", None)
+    host = getattr(client, "host", None) or "unknown"
+    return "addr:" + hashlib.sha256(f"{tenant}|{host}".encode()).hexdigest()[:24]
+
+
+
 class LocalBuckets:
     """Token buckets in this process. ``take`` returns 0 when admitted, else seconds until a token."""
 
@@ -226,7 +237,8 @@ def cors_config(origins: list[str]) -> CORSConfig | None:
     return CORSConfig(
         allow_origins=list(origins),
         allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-        allow_headers=["Content-Type", "X-API-Key", "Authorization", "X-Request-ID"],
+        allow_headers=["Content-Type", "X-API-Key", "Authorization", "X-Request-ID", "X-Conversation-Token",
+                       "Last-Event-ID"],
         expose_headers=["Retry-After", "X-Request-ID"],
         allow_credentials=False,
         max_age=600,

@@ -142,7 +142,9 @@ def render() -> bytes:
     return generate_latest(REGISTRY)
 
 
-@get("/metrics", sync_to_thread=False, guards=[require("read")], tags=["ops"], media_type="text/plain")
+@get("/metrics", sync_to_thread=False, guards=[require("editor", operator=True)], tags=["ops"],
+     media_type="text/plain")
 def metrics_endpoint() -> Response[bytes]:
-    """Prometheus metrics (text exposition format 0.0.4)."""
+    """Prometheus metrics (text exposition format 0.0.4); server-wide, so operator keys only (a site
+    key is public)."""
     return Response(render(), media_type=CONTENT_TYPE_LATEST)

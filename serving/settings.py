@@ -13,8 +13,10 @@ from typing import Literal
 
 import msgspec
 
-Role = Literal["read", "agent", "editor", "reviewer", "admin"]
-ROLES = ("read", "agent", "editor", "reviewer", "admin")  # lowest to highest; agent: read + the agent inbox
+Role = Literal["read", "agent", "server", "editor", "reviewer", "admin"]
+# lowest to highest; ``read`` is the public site key, ``server`` a shop backend or server-side channel,
+# ``agent`` a human agent (ranks with server, and may use the agent inbox)
+ROLES = ("read", "agent", "server", "editor", "reviewer", "admin")
 # tenant names become folder and PostgreSQL schema names: lowercase, short, no separators
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
@@ -103,8 +105,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     handoff_retry_max_s: float = 600.0  # back-off cap
     handoff_max_attempts: int = 20  # then the delivery is `failed` (listed and replayable)
     handoff_poll_s: float = 0.5  # how often the deliverer looks for due rows
-    handoff_agent_wait_s: float = 120.0
-    chatwoot: list[ChatwootAccount] = msgspec.field(default_factory=list)  # Lingxi as Chatwoot's agent bot  # the widget offers to leave a message after this long with no agent
+    handoff_agent_wait_s: float = 120.0  # the widget offers to leave a message after this long with no agent
+    chatwoot: list[ChatwootAccount] = msgspec.field(default_factory=list)  # Lingxi as Chatwoot's agent bot
+    # tenant -> secret for identity tokens the shop's backend mints (serving/identity.py); never sent to browsers
+    identity_secrets: dict[str, str] = msgspec.field(default_factory=dict)
     redact_pii: bool = False  # mask phone numbers and e-mails in log lines and stored event text (lingxi.nlu.redact)
 
     @property
@@ -158,15 +162,27 @@ def _env_overrides() -> dict:
             except ValueError:
                 raise SettingsError(f"{var} must be a number, got {env[var]!r}") from None
     if env.get("LINGXI_API_KEYS"):
-        # "name:role:key,name2:role2:key2" — for containers and CI; files are nicer for humans
+        # "name:role:key,tenant/name2:role2:key2" — for containers and CI; files are nicer for humans.
+        # A tenant goes before the name with a slash (tenant names never contain one); default "default".
         keys = []
         for i, item in enumerate(env["LINGXI_API_KEYS"].split(",")):
             parts = item.strip().split(":", 2)
             if len(parts) != 3 or parts[1] not in ROLES or not parts[2]:
-                raise SettingsError(f"LINGXI_API_KEYS item {i + 1}: expected name:role:key with role "
-                                    "read|agent|editor|reviewer|admin")
-            keys.append({"name": parts[0], "role": parts[1], "key": parts[2]})
+                raise SettingsError(f"LINGXI_API_KEYS item {i + 1}: expected [tenant/]name:role:key with role "
+                                    f"{'|'.join(ROLES)}")
+            tenant, _, name = parts[0].rpartition("/")
+            keys.append({"name": name, "role": parts[1], "key": parts[2], "tenant": tenant or "default"})
         out["api_keys"] = keys
+    if env.get("LINGXI_IDENTITY_SECRETS"):
+        # "tenant:secret,tenant2:secret2"
+        secrets = {}
+        for i, item in enumerate(env["LINGXI_IDENTITY_SECRETS"].split(",")):
+            tenant, sep, secret = item.strip().partition(":")
+            if not sep or not tenant or len(secret) < 16:
+                raise SettingsError(f"LINGXI_IDENTITY_SECRETS item {i + 1}: expected tenant:secret "
+                                    "(a secret of at least 16 characters)")
+            secrets[tenant] = secret
+        out["identity_secrets"] = secrets
     if env.get("LINGXI_HANDOFF_WEBHOOK_URL"):  # the default tenant's platform (containers, CI)
         out["handoff_webhooks"] = [{"url": env["LINGXI_HANDOFF_WEBHOOK_URL"],
                                     "secret": env.get("LINGXI_HANDOFF_WEBHOOK_SECRET", ""), "tenant": "default"}]
@@ -198,7 +214,10 @@ def load_settings(path: str | Path | None = None, **overrides) -> Settings:
             raise SettingsError(f"api key {key.name!r}: give `key` or `sha256`")
     import re
 
-    for tenant in [*(k.tenant for k in settings.api_keys), settings.operator_tenant]:
+    for tenant, secret in settings.identity_secrets.items():
+        if len(secret) < 16:
+            raise SettingsError(f"identity secret of tenant {tenant!r}: at least 16 characters")
+    for tenant in [*(k.tenant for k in settings.api_keys), settings.operator_tenant, *settings.identity_secrets]:
         if not re.match(TENANT_PATTERN, tenant):
             raise SettingsError(f"tenant {tenant!r}: 1..32 lowercase letters, digits, _ or -")
     if settings.workers < 1 or settings.encode_batch_max < 1 or settings.request_threads < 1 \

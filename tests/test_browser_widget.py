@@ -200,6 +200,9 @@ def test_a_help_question_gets_an_article_card_and_a_vote_is_stored_for_it(page, 
         time.sleep(0.2)
     assert ("vote", card_sent["id"], card_sent["search_id"]) in kinds
     assert ("impression", card_sent["id"], card_sent["search_id"]) in kinds
+    kb = live_server.app.state.kb
+    kb.feedback.advance()
+    assert kb.feedback.stats(card_sent["id"]).not_resolved == 1, "a vote on a card the server showed counts"
     shot(page, "widget-article-answer-vote")
     assert not page.errors.errors
 

@@ -134,7 +134,7 @@ def test_a_payload_that_was_never_offered_is_treated_as_text(client):
 
 
 def test_handoff_keeps_the_bot_silent_until_an_editor_releases_it(holder, spec, home):
-    keys = [ApiKey(name="widget", role="read", key="read-key"), ApiKey(name="agents", role="editor", key="ed-key")]
+    keys = [ApiKey(name="shop", role="server", key="read-key"), ApiKey(name="agents", role="editor", key="ed-key")]
     app = make_app(holder, spec, MemoryTrackerStore(), home, keys=keys)
     read, editor = {"X-API-Key": "read-key"}, {"X-API-Key": "ed-key"}
     with TestClient(app) as c:
@@ -161,7 +161,7 @@ def test_handoff_keeps_the_bot_silent_until_an_editor_releases_it(holder, spec, 
 
 
 def test_rasa_rest_webhook_shape_and_token(holder, spec, home):
-    keys = [ApiKey(name="widget", role="read", key="tok-1")]
+    keys = [ApiKey(name="rasa bridge", role="server", key="tok-1")]  # the sender id is the caller's word
     in_service_hours = datetime.fromisoformat(MORNING).timestamp  # the Rasa channel carries no time: a live handoff
     with TestClient(make_app(holder, spec, MemoryTrackerStore(), home, keys=keys, clock=in_service_hours)) as c:
         assert c.post("/webhooks/rest/webhook", json={"sender": "s1", "message": "你好"}).status_code == 401

@@ -15,6 +15,9 @@ from lingxi.retrieval.store import make_engine, sqlite_url
 from lingxi.training.events import EventStore, default_url
 from lingxi.training.outcomes import close_idle_conversations
 
+MATH = QualityConfig(served_only=False)  # folding and decay on simulated feedback (trust: test_feedback_abuse.py)
+
+
 DAY = 86_400.0
 
 
@@ -41,8 +44,8 @@ def clicks_and_votes(prefix: str, article: str, n: int, ts: float | None = None,
 
 def test_replicas_fold_each_event_exactly_once(stores):
     events, kb_engine = stores
-    a = FeedbackStore(kb_engine, events=events).create_schema().reload()
-    b = FeedbackStore(kb_engine, events=events).create_schema().reload()
+    a = FeedbackStore(kb_engine, MATH, events=events).create_schema().reload()
+    b = FeedbackStore(kb_engine, MATH, events=events).create_schema().reload()
     events.ingest(clicks_and_votes("x", "kb-1", 10), "default")
     events.ingest(clicks_and_votes("other-tenant", "kb-1", 7), "acme")  # another tenant's KB
     assert a.advance() == 30 and b.advance() == 0
@@ -56,7 +59,7 @@ def test_replicas_fold_each_event_exactly_once(stores):
         t.join()
     a.advance(), b.advance()
     assert a.stats("kb-1").clicks == b.stats("kb-1").clicks == 50
-    assert FeedbackStore(kb_engine, events=events).reload().stats("kb-1").resolved == 50  # as stored
+    assert FeedbackStore(kb_engine, MATH, events=events).reload().stats("kb-1").resolved == 50  # as stored
     events.ingest(clicks_and_votes("x", "kb-1", 10), "default")  # a client retry: all duplicates
     assert a.advance() == 0 and a.stats("kb-1").votes == 50
 
@@ -67,7 +70,7 @@ def test_old_feedback_fades_with_the_half_life(stores):
     events.ingest(clicks_and_votes("old", "kb-old", 30, ts=now - 180 * DAY, resolved=False)
                   + clicks_and_votes("new", "kb-new", 30, ts=now - 60, resolved=False)
                   + clicks_and_votes("filler", "kb-filler", 30, ts=now - 60), "default")
-    decayed = FeedbackStore(kb_engine, QualityConfig(half_life_days=30), events=events).create_schema().reload()
+    decayed = FeedbackStore(kb_engine, QualityConfig(served_only=False, half_life_days=30), events=events).create_schema().reload()
     decayed.advance()
     assert decayed.stats("kb-old").not_resolved == decayed.stats("kb-new").not_resolved == 30  # raw counts kept
     old, new = decayed.quality("kb-old"), decayed.quality("kb-new")
@@ -77,7 +80,7 @@ def test_old_feedback_fades_with_the_half_life(stores):
     with kb_engine.begin() as conn:  # a second KB database view without decay, same events
         conn.exec_driver_sql("DELETE FROM kb_feedback_counters")
         conn.exec_driver_sql("DELETE FROM kb_feedback_meta")
-    flat = FeedbackStore(kb_engine, QualityConfig(half_life_days=0), events=events).create_schema().reload()
+    flat = FeedbackStore(kb_engine, QualityConfig(served_only=False, half_life_days=0), events=events).create_schema().reload()
     flat.advance()
     assert flat.quality("kb-old").boost == pytest.approx(flat.quality("kb-new").boost)
     assert set(flat.flags()) == {"kb-old", "kb-new"}
@@ -86,7 +89,7 @@ def test_old_feedback_fades_with_the_half_life(stores):
 def test_far_apart_events_do_not_overflow_the_forward_decay(stores):
     events, kb_engine = stores
     now = time.time()
-    store = FeedbackStore(kb_engine, QualityConfig(half_life_days=1), events=events).create_schema().reload()
+    store = FeedbackStore(kb_engine, QualityConfig(served_only=False, half_life_days=1), events=events).create_schema().reload()
     events.ingest(clicks_and_votes("ancient", "kb-1", 5, ts=now - 900 * DAY, resolved=False), "default")
     store.advance()
     events.ingest(clicks_and_votes("today", "kb-1", 5, ts=now - 60), "default")
@@ -102,10 +105,10 @@ def test_legacy_feedback_rows_are_imported_once(tmp_path):
         for _ in range(4):
             conn.execute(insert(events_t).values(at=datetime.now(UTC), type="vote", article_id="kb-legacy",
                                                  resolved=0))
-    store = FeedbackStore(engine).create_schema().reload()
+    store = FeedbackStore(engine, MATH).create_schema().reload()
     store.advance()
     assert store.stats("kb-legacy").not_resolved == 4
-    again = FeedbackStore(engine).create_schema().reload()
+    again = FeedbackStore(engine, MATH).create_schema().reload()
     assert again.advance() == 0 and again.stats("kb-legacy").not_resolved == 4
     store.record([FeedbackEvent(type="vote", article_id="kb-legacy", resolved=True, event_id="retry-1")] * 2)
     assert store.stats("kb-legacy").resolved == 1  # the same event id twice counts once

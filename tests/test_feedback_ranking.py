@@ -16,6 +16,10 @@ from lingxi.serving.auth import KeyRing
 from lingxi.serving.errors import EXCEPTION_HANDLERS
 from lingxi.serving.kb import kb_router
 
+# the estimators on simulated feedback; which feedback may count at all is tests/test_feedback_abuse.py
+MATH = QualityConfig(served_only=False)
+
+
 ARTICLES = [
     ("kb-refund-time", "退款多久到账？", "退款成功后原路退回，支付宝微信即时到账，银行卡1-7个工作日。", ["退款什么时候到账"]),
     ("kb-refund-bank", "银行卡退款到账时间", "退到银行卡的退款一般1-7个工作日到账，信用卡以银行入账为准。", ["退款到银行卡要多久"]),
@@ -39,7 +43,8 @@ def api(request, tmp_path, encoder):
     """The KB API with the served ranking config, or with ``@pytest.mark.parametrize("api", [mode], indirect=True)``
     the per-article quality factor in the ranking (``KbConfig.article_quality``)."""
     mode = getattr(request, "param", KbConfig().article_quality)
-    kb = KbService(KbConfig(url=sqlite_url(tmp_path / "kb.db"), seed_demo=False, article_quality=mode),
+    kb = KbService(KbConfig(url=sqlite_url(tmp_path / "kb.db"), seed_demo=False, article_quality=mode,
+                            quality=MATH),
                    home=tmp_path, encoder=encoder)
     kb.store.create_schema()
     kb.store.apply_batch([BatchOp(content=ArticleContent(title=t, body=b, variants=v), article_id=i, status="published")
@@ -131,11 +136,11 @@ def test_intent_level_feedback_is_shrunk_towards_the_article(api):
 def store(request, tmp_path):
     """Counters are upserted with dialect-specific SQL, so both databases run these tests."""
     if request.param == "sqlite":
-        yield FeedbackStore(KbStore(sqlite_url(tmp_path / "fb.db")).engine, QualityConfig()).create_schema().reload()
+        yield FeedbackStore(KbStore(sqlite_url(tmp_path / "fb.db")).engine, MATH).create_schema().reload()
         return
     engine = KbStore(request.getfixturevalue("pg_schema_url")).engine
     try:
-        yield FeedbackStore(engine, QualityConfig()).create_schema().reload()
+        yield FeedbackStore(engine, MATH).create_schema().reload()
     finally:
         engine.dispose()
 
@@ -163,5 +168,5 @@ def test_smoothing_needs_evidence_and_bounces_do_not_count(store):
 
 def test_counters_are_durable(store, tmp_path):
     store.record([FeedbackEvent(type="vote", article_id="a", resolved=False)] * 3)
-    fresh = FeedbackStore(store.engine).reload()
+    fresh = FeedbackStore(store.engine, MATH).reload()
     assert fresh.stats("a").not_resolved == 3 and fresh.stats("a").votes == 3

@@ -91,7 +91,7 @@ def test_two_replicas_share_conversations_knowledge_and_keys(replicas):
     tenant = f"scale-{uuid.uuid4().hex[:6]}"
     store = KeyStore(pg_url).create_schema()
     admin_rec, admin = store.create("ops", tenant, "admin")
-    _, widget = store.create("widget", tenant, "read")
+    _, widget = store.create("shop backend", tenant, "server")  # names conversations itself: not a site key
     clients = [httpx.Client(base_url=u, timeout=60) for u in urls]
     turn = iter(range(10_000))
 

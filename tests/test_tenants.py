@@ -23,7 +23,7 @@ from lingxi.serving.app import create_app
 from lingxi.serving.loading import ModelHolder
 from lingxi.serving.settings import ApiKey, Settings
 
-ROLES = ("read", "editor", "reviewer", "admin")
+ROLES = ("read", "server", "editor", "reviewer", "admin")
 TENANTS = ("shop-a", "shop-b")
 
 
@@ -105,18 +105,18 @@ def tenant_a(client) -> dict:
         {"type": "vote", "article_id": a["article"], "resolved": False}]}, headers=H("shop-a", "read")), 202)
 
     a["cid"] = "conv-canary-a"
-    turn = ok(client.post(f"/v1/conversations/{a['cid']}/messages", headers=H("shop-a", "read"), json={
+    turn = ok(client.post(f"/v1/conversations/{a['cid']}/messages", headers=H("shop-a", "server"), json={
         "text": CANARY["message"], "timestamp": MORNING, "slots": {"note": CANARY["slot"]},
         "visitor": {"id": "user-a", "phone": CANARY["phone"], "email": CANARY["email"]}}))
     assert turn["created"] is True
-    ok(client.post(f"/v1/conversations/{a['cid']}/messages", headers=H("shop-a", "read"),
+    ok(client.post(f"/v1/conversations/{a['cid']}/messages", headers=H("shop-a", "server"),
                    json={"text": CANARY["fallback"], "timestamp": MORNING}))
-    state = ok(client.get(f"/v1/conversations/{a['cid']}", headers=H("shop-a", "read")))
+    state = ok(client.get(f"/v1/conversations/{a['cid']}", headers=H("shop-a", "server")))
     a["visitor"] = state["state"]["visitor_id"]
     assert a["visitor"] and state["state"]["slots"]["note"] == CANARY["slot"]
     a["cid2"] = "conv-canary-a2"
     ok(client.post("/v1/conversations", json={"conversation_id": a["cid2"], "timestamp": MORNING},
-                   headers=H("shop-a", "read")), 201)
+                   headers=H("shop-a", "server")), 201)
 
     made = ok(client.post("/v1/keys", json={"name": CANARY["key_name"], "role": "read"}, headers=H("shop-a")), 201)
     a["key_id"], a["key"] = made["record"]["key_id"], made["key"]

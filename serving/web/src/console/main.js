@@ -59,9 +59,11 @@ async function start() {
     signIn(unauthorized && !hadKey ? "" : why); // a first visit to a keyed server is not an error
     return;
   }
-  if (session.role === "read") {
+  if (session.role === "read" || session.role === "server") {
     saveKey("");
-    signIn("这是只读密钥（站点密钥），不能进入后台。This is a read-only (site) key; the console needs editor or above.");
+    signIn(session.role === "read"
+      ? "这是只读密钥（站点密钥），不能进入后台。This is a read-only (site) key; the console needs editor or above."
+      : "这是服务端密钥，不能进入后台。This is a server key (for shop backends); the console needs editor or above.");
     return;
   }
   // an agent key may use only the inbox; editors and above see it last in the menu

@@ -6,9 +6,9 @@ import { ConsoleError } from "./api.js";
 
 export { append, el };
 
-export const ROLE_RANK = { read: 0, agent: 0, editor: 1, reviewer: 2, admin: 3 };
-const ROLE_NAME = { read: "只读 read", agent: "客服 agent", editor: "编辑 editor", reviewer: "审核 reviewer",
-  admin: "管理员 admin" };
+export const ROLE_RANK = { read: 0, agent: 1, server: 1, editor: 2, reviewer: 3, admin: 4 };
+const ROLE_NAME = { read: "只读 read", agent: "客服 agent", server: "服务端 server", editor: "编辑 editor",
+  reviewer: "审核 reviewer", admin: "管理员 admin" };
 
 export const session = { name: "", role: "read", tenant: "default", bot: "" };
 

@@ -28,6 +28,7 @@ export class LingxiApi {
     this.base = base.replace(/\/+$/, "");
     this.siteKey = siteKey;
     this.timeoutMs = timeoutMs;
+    this.conversationToken = null; // the open's conversation_token: a site key acts only on its own conversation
   }
 
   async request(method, path, body, { onSlow, slowMs = 3000, timeoutMs } = {}) {
@@ -37,6 +38,9 @@ export class LingxiApi {
     const headers = { Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (this.siteKey) headers["X-API-Key"] = this.siteKey;
+    if (this.conversationToken && path.startsWith("/v1/conversations/")) {
+      headers["X-Conversation-Token"] = this.conversationToken;
+    }
     let response;
     try {
       response = await fetch(this.base + path, {

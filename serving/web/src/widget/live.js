@@ -67,6 +67,7 @@ export class LiveUpdates {
   headers(extra = {}) {
     const headers = { ...extra };
     if (this.api.siteKey) headers["X-API-Key"] = this.api.siteKey;
+    if (this.api.conversationToken) headers["X-Conversation-Token"] = this.api.conversationToken;
     return headers;
   }
 

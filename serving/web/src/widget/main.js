@@ -3,6 +3,8 @@
 //   <script src="https://lingxi.example.com/widget.js" data-site-key="…" defer></script>
 //
 // data-site-key  a read-role API key (omit when the server runs without keys)
+// data-identity-token  optional: the logged-in customer, signed by the shop's backend (README: identity
+//                tokens); without it the visitor is anonymous and never linked to earlier conversations
 // data-api       the Lingxi server (default: where widget.js was loaded from)
 // data-channel   default "web"; data-lang "zh" (default) | "en" | "auto"
 // data-page      the page path reported for proactive triggers (default location.pathname)
@@ -33,6 +35,7 @@ function config(script) {
   return {
     api: data.api || origin,
     siteKey: data.siteKey || null,
+    identityToken: data.identityToken || null,
     channel: data.channel || "web",
     lang: pickLanguage(data.lang || "zh"),
     page: data.page || window.location.pathname,

@@ -36,7 +36,7 @@ export class Memory {
 
   /** {conversationId, records, mode, surveyDone} or a fresh state. */
   load() {
-    const fresh = { conversationId: null, records: [], mode: null, silentNoted: false, surveyDone: false };
+    const fresh = { conversationId: null, conversationToken: null, records: [], mode: null, silentNoted: false, surveyDone: false };
     if (!this.session) return fresh;
     try {
       const saved = JSON.parse(this.session.getItem(this.key) || "null");

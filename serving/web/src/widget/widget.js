@@ -18,7 +18,7 @@ import { renderSurvey } from "./survey.js";
 export class Widget {
   /**
    * @param {{api: string, siteKey: string|null, channel: string, lang: "zh"|"en", maxChars: number,
-   *          dwell: number[], idle: number, page: string, tags: string[]}} options
+   *          dwell: number[], idle: number, page: string, tags: string[], identityToken?: string|null}} options
    */
   constructor(options) {
     this.options = options;
@@ -26,6 +26,7 @@ export class Widget {
     this.api = new LingxiApi(options.api, options.siteKey);
     this.memory = new Memory(options.api);
     this.state = this.memory.load();
+    this.api.conversationToken = this.state.conversationToken || null;
     this.sending = false;
     this.opening = null;
     this.unread = 0;
@@ -371,13 +372,17 @@ export class Widget {
   ensureConversation() {
     if (this.state.conversationId) return Promise.resolve(this.state.conversationId);
     if (!this.opening) {
+      const visitor = { device_id: this.memory.deviceId() };
+      if (this.options.identityToken) visitor.identity_token = this.options.identityToken;
       this.opening = this.api.open({
         channel: this.options.channel,
         language: this.lang,
-        visitor: { device_id: this.memory.deviceId() },
+        visitor,
         tags: this.options.tags.length ? this.options.tags : undefined,
       }).then((result) => {
         this.state.conversationId = result.conversation_id;
+        this.state.conversationToken = result.conversation_token || null;
+        this.api.conversationToken = this.state.conversationToken;
         this.state.surveyDone = false;
         this.memory.save(this.state);
         this.handleResult(result, null);
@@ -440,6 +445,12 @@ export class Widget {
       this.handleResult(result, message.payload ? null : message.text);
     } catch (err) {
       pending.remove();
+      if (err instanceof ApiFailure && err.code === "conversation_forbidden") {
+        // the token was lost (another tab, cleared storage): the next message opens a new conversation
+        this.state.conversationId = null;
+        this.state.conversationToken = null;
+        this.memory.save(this.state);
+      }
       const retry = err instanceof ApiFailure && !err.transient ? null : () => this.send(message, typed, messageId);
       this.setStatus(this.failureText(err), { retry });
     } finally {
@@ -502,8 +513,9 @@ export class Widget {
         const result = await this.api.event(cid, { ...event, channel: this.options.channel });
         this.handleResult(result, null);
       } catch (err) {
-        if (err instanceof ApiFailure && err.code === "conversation_not_found") {
+        if (err instanceof ApiFailure && (err.code === "conversation_not_found" || err.code === "conversation_forbidden")) {
           this.state.conversationId = null; // the server forgot it (e.g. a fresh store): start again next time
+          this.state.conversationToken = null;
           this.memory.save(this.state);
         }
         // behaviour reports are best effort: a lost one only means no proactive message
@@ -625,7 +637,7 @@ export class Widget {
     this.composer.hidden = false;
     if (rated) this.add({ role: "system", text: this.t("thanks") });
     // the next message starts a new conversation
-    this.state = { ...this.state, conversationId: null, mode: null, surveyDone: true };
+    this.state = { ...this.state, conversationId: null, conversationToken: null, mode: null, surveyDone: true };
     this.memory.save(this.state);
     this.renderMode();
     this.input.focus();
