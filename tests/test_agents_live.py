@@ -16,6 +16,7 @@ from handoff_support import free_port
 from lingxi.dialogue.events import HandedOff, SessionStarted, TurnDecided, UserUttered
 from lingxi.dialogue.tenancy import tenant_scope
 from lingxi.dialogue.tracker import Tracker
+from lingxi.serving.capabilities import mint_conversation_token
 
 KEYS = {"read": "site-key-agents-test", "agent": "agent-key-agents-test", "editor": "editor-key-agents-test",
         "shop2-agent": "agent-key-shop2-agents-test"}
@@ -59,10 +60,20 @@ def seed(app, cid: str, tenant: str = "default", held: bool = True) -> None:
     t.append(TurnDecided(ts=now, decision="handoff" if held else "answer"))
     with tenant_scope(tenant):
         app.state.dialogue.engine.store.save(t)
+        TOKENS[cid] = mint_conversation_token(app.state.dialogue.engine.store, cid)  # as the open returns it
 
 
-def call(base, method, path, role="agent", **kw):
-    return httpx.request(method, base + path, headers={"X-API-Key": KEYS[role]}, timeout=30, **kw)
+TOKENS: dict[str, str] = {}  # conversation id -> the token its opener (the widget) holds
+
+
+def call(base, method, path, role="agent", token=None, **kw):
+    """A request with ``role``'s key; a site key (``read``) also presents the conversation's token."""
+    headers = {"X-API-Key": KEYS[role]}
+    cid = path.split("/")[3] if path.startswith("/v1/conversations/") else None
+    token = token or (TOKENS.get(cid) if role == "read" else None)
+    if token:
+        headers["X-Conversation-Token"] = token
+    return httpx.request(method, base + path, headers=headers, timeout=30, **kw)
 
 
 def test_agent_messages_and_their_errors(server):
@@ -158,7 +169,8 @@ def test_the_stream_survives_100_reconnects_without_duplicates_or_gaps(server):
     last: int | None = None
     states = 0
     try:
-        with httpx.Client(timeout=30, headers={"X-API-Key": KEYS["read"]}) as client:
+        with httpx.Client(timeout=30, headers={"X-API-Key": KEYS["read"],
+                                               "X-Conversation-Token": TOKENS["sse-1"]}) as client:
             for _ in range(100):
                 headers = {"Last-Event-ID": str(last)} if last is not None else {}
                 with client.stream("GET", base + "/v1/conversations/sse-1/stream", headers=headers) as r:
@@ -197,8 +209,16 @@ def test_long_polling_returns_as_soon_as_an_agent_writes(server):
                params={"after": start["last_seq"], "wait": 10}).json()
     assert time.monotonic() - began < 3
     assert [e["text"] for e in got["events"]] == ["马上为您处理"]
-    assert call(base, "GET", "/v1/conversations/nope/events", role="read").status_code == 404
+    # a site key reads only the conversation it opened, and cannot tell which other ids exist
+    seed(app, "lp-2")
+    for cid, token in (("nope", None), ("lp-1", None), ("lp-1", TOKENS["lp-2"])):
+        for suffix in ("events", "stream"):
+            r = call(base, "GET", f"/v1/conversations/{cid}/{suffix}", role="read", token=token or "forged",
+                     params={"wait": 0})
+            assert r.status_code == 403 and r.json()["error"]["code"] == "conversation_forbidden", (cid, suffix, r.text)
+    assert call(base, "GET", "/v1/conversations/nope/events", role="agent").status_code == 404
     assert call(base, "GET", "/v1/conversations/lp-1/events", role="read", params={"wait": 99}).status_code == 400
     bad = httpx.get(base + "/v1/conversations/lp-1/stream", headers={"X-API-Key": KEYS["read"],
+                                                                      "X-Conversation-Token": TOKENS["lp-1"],
                                                                       "Last-Event-ID": "abc"}, timeout=10)
     assert bad.status_code == 422
