@@ -454,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lingxi.datasets.validate import add_validate_parser
 
     add_validate_parser(sub)
+    from lingxi.datasets.importers.command import add_import_parser
+
+    add_import_parser(sub)
     from lingxi.serving.dialogue_cli import add_dialogue_parser
 
     add_dialogue_parser(sub)
