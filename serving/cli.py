@@ -338,9 +338,20 @@ def cmd_eval_intent(args) -> int:
     return 0
 
 
+def package_version() -> str:
+    """The installed distribution's version (what ``pip`` and bug reports need)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lingxi")
+    except PackageNotFoundError:
+        return "unknown (not installed as a package)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lingxi", description="Lingxi (灵犀): Chinese-first customer-service NLU")
     parser.add_argument("--config", help="settings file (TOML); default ./lingxi.toml if present")
+    parser.add_argument("--version", action="version", version=f"lingxi {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def model_options(p):
