@@ -215,6 +215,11 @@ def test_rasa1_markdown_project_round_trips(tmp_path, demo_encoder):
     for surface in ("Berlin", "NYC", "the big apple", "manhattan", "new york city", "Madrid", "Lisbon"):
         assert city.search(f"a flight to {surface} today"), surface
     assert not city.search("a flight to Berlinale")  # whole words only
+    report = (out / "import-report.md").read_text("utf-8")
+    values = next(e.values for e in domain.entities if e.name == "city")
+    assert values == {"manhattan": "New York", "new york city": "New York", "nyc": "New York",
+                      "the big apple": "New York"}
+    assert re.search(r"`data/nlu.md:\d+` synonym 'New York' \(2 forms\) → value of entity city", report)
 
     report = (out / "import-report.md").read_text("utf-8")
     lines = RASA1_NLU.splitlines()
@@ -233,7 +238,10 @@ def test_rasa1_markdown_project_round_trips(tmp_path, demo_encoder):
     pipeline = pipeline_from_bundle(trained.bundle, demo_encoder)
     parsed = pipeline.parse("I want to fly to manhattan", ParseContext())
     assert parsed.intent.name == "book_flight"
-    assert [(e.entity, e.text) for e in parsed.entities if e.entity == "city"] == [("city", "manhattan")]
+    # the synonym's canonical value, as Rasa's EntitySynonymMapper reports it
+    assert [(e.entity, e.text, e.value) for e in parsed.entities if e.entity == "city"] == \
+        [("city", "manhattan", "New York")]
+    assert [e.value for e in pipeline.parse("get me to Paris", ParseContext()).entities] == ["Paris"]
 
 
 def test_rasa1_json_nlu_is_read(tmp_path):

@@ -5,8 +5,8 @@ What maps (and how), so a team can judge the result before training on it:
 * NLU intents and their examples → ``intents.yml``; entity annotations ``[text](entity)``,
   ``[text](entity:value)``, ``[text]{"entity": …, "value": …}`` become plain text, and their
   surface values, synonyms and lookup tables become one case-insensitive dictionary regex per
-  entity in ``entities.yml`` (Lingxi entities are regexes; the canonical value of a synonym is not
-  substituted — listed as approximated). Entities Rasa gets from Duckling map to Lingxi's built-in
+  entity in ``entities.yml``, with ``values`` mapping a synonym to its canonical value (Rasa's
+  EntitySynonymMapper); a learned tagger is not trained. Entities Rasa gets from Duckling map to Lingxi's built-in
   extractors (``email``, ``number``, ``amount-of-money`` → ``money``, ``time`` → ``datetime``,
   ``phone-number`` → ``phone``).
 * Retrieval intents ``faq/ask_x`` → one intent each, named ``faq.ask_x`` (``/`` is not allowed in
@@ -778,12 +778,14 @@ def import_rasa(source: str | Path, out: str | Path, name: str | None = None) ->
     # entities
     values: dict[str, dict[str, _Example]] = defaultdict(dict)
     annotated_synonyms: dict[str, set[str]] = defaultdict(set)
+    value_maps: dict[str, dict[str, str]] = defaultdict(dict)  # entity -> surface (lower) -> canonical
     for intent in project.intents.values():
         for ex in intent.examples:
             for ann in ex.annotations:
                 values[ann.entity].setdefault(ann.text, ex)
                 if ann.value and ann.value != ann.text:
                     annotated_synonyms[ann.entity].add(ann.value)
+                    value_maps[ann.entity].setdefault(ann.text.lower(), ann.value)
                 if ann.role or ann.group:
                     report.add("dropped", ex.file, ex.line, f"entity {ann.entity!r}: role/group not imported")
     canonical_of: dict[str, str] = {}
@@ -800,15 +802,23 @@ def import_rasa(source: str | Path, out: str | Path, name: str | None = None) ->
             continue
         surface = set(values[entity])
         syn_forms: set[str] = set()
+        mapping = value_maps[entity]
         for canonical, forms in project.synonyms.items():
             if canonical in surface or canonical in annotated_synonyms[entity] or \
                     any(f.text in surface for f in forms):
                 syn_forms |= {f.text for f in forms} | {canonical}
+                for form in forms:
+                    if form.text != canonical:
+                        mapping.setdefault(form.text.lower(), canonical)
         lookup = {ex.text for ex in project.lookups.get(entity, [])}
         pattern_values = sorted(surface | syn_forms | lookup)
-        entities_out.append({"name": entity, "pattern": _entity_pattern(pattern_values),
-                             "description": f"imported from Rasa: {len(surface)} annotated values, "
-                                            f"{len(syn_forms)} synonym forms, {len(lookup)} lookup entries"})
+        spec = {"name": entity, "pattern": _entity_pattern(pattern_values),
+                "description": f"imported from Rasa: {len(surface)} annotated values, "
+                               f"{len(syn_forms)} synonym forms, {len(lookup)} lookup entries"}
+        mapping = {k: v for k, v in sorted(mapping.items()) if k != v.lower()}
+        if mapping:
+            spec["values"] = mapping
+        entities_out.append(spec)
         report.add("mapped", first.file, first.line, f"entity {entity!r} → dictionary regex over "
                    f"{len(pattern_values)} values")
     for entity in sorted(set(project.entities_declared) - set(values)):
@@ -821,11 +831,17 @@ def import_rasa(source: str | Path, out: str | Path, name: str | None = None) ->
         else:
             report.add("dropped", where.file, where.line, f"entity {entity!r} has no annotated example, lookup "
                        "or synonym to learn it from")
+    mapped_entities = {e["name"]: e for e in entities_out}
     for canonical, forms in project.synonyms.items():
-        if forms:
-            report.add("approximated", forms[0].file, forms[0].line - 1 if forms[0].line > 1 else 1,
-                       f"synonym {canonical!r} ({len(forms)} forms): forms are matched, the value is the text as "
-                       "written (not replaced by the canonical value)")
+        if not forms:
+            continue
+        where = (forms[0].file, forms[0].line - 1 if forms[0].line > 1 else 1)
+        owners = sorted(name for name, e in mapped_entities.items() if canonical in (e.get("values") or {}).values())
+        if owners:
+            report.add("mapped", *where, f"synonym {canonical!r} ({len(forms)} forms) → value of entity "
+                       f"{', '.join(owners)}")
+        else:
+            report.add("dropped", *where, f"synonym {canonical!r}: no annotated entity uses it or its forms")
     for table, entries in project.lookups.items():
         if not entries:
             continue
