@@ -191,6 +191,7 @@ class RasaProject:
     language: str | None = None
     intents: dict[str, _Intent] = field(default_factory=dict)
     synonyms: dict[str, list[_Example]] = field(default_factory=lambda: defaultdict(list))  # canonical → forms
+    synonym_lines: dict[str, _Located] = field(default_factory=dict)
     lookups: dict[str, list[_Example]] = field(default_factory=lambda: defaultdict(list))
     regexes: dict[str, list[_Example]] = field(default_factory=lambda: defaultdict(list))
     responses: dict[str, tuple[list, _Located]] = field(default_factory=dict)
@@ -357,8 +358,13 @@ class _Reader:
                         self.project.heldout.append((ex.text, name, ex))
                     continue
                 self._add_intent(name, display, line, examples)
+            elif heldout:
+                kind = next(k for k in ("synonym", "lookup", "regex", "examples") if k in item)
+                self.report.add("dropped", display, line, f"{kind} {item.get(kind)!r} in a test file: held-out "
+                                "data never feeds the model")
             elif "synonym" in item:
                 self.project.synonyms[str(item["synonym"])].extend(examples)
+                self.project.synonym_lines.setdefault(str(item["synonym"]), _Located(display, line))
             elif "lookup" in item:
                 self.project.lookups[str(item["lookup"])].extend(examples)
             elif "regex" in item:
@@ -438,7 +444,10 @@ class _Reader:
         def flush() -> None:
             if kind is None:
                 return
-            if kind == "intent":
+            if heldout and kind != "intent":
+                self.report.add("dropped", display, header_line, f"{kind} {name!r} in a test file: held-out data "
+                                "never feeds the model")
+            elif kind == "intent":
                 if heldout:
                     self.project.heldout.extend((ex.text, name, ex) for ex in block)
                 else:
@@ -446,6 +455,8 @@ class _Reader:
             elif kind == "lookup" and len(block) == 1 and "- " not in block[0].text and block[0].text.endswith(".txt"):
                 self._lookup_file(name, block[0], display)
             else:
+                if kind == "synonym":
+                    self.project.synonym_lines.setdefault(name, _Located(display, header_line))
                 {"synonym": self.project.synonyms, "regex": self.project.regexes,
                  "lookup": self.project.lookups}[kind][name].extend(block)
 
@@ -835,7 +846,8 @@ def import_rasa(source: str | Path, out: str | Path, name: str | None = None) ->
     for canonical, forms in project.synonyms.items():
         if not forms:
             continue
-        where = (forms[0].file, forms[0].line - 1 if forms[0].line > 1 else 1)
+        loc = project.synonym_lines.get(canonical, forms[0])
+        where = (loc.file, loc.line)
         owners = sorted(name for name, e in mapped_entities.items() if canonical in (e.get("values") or {}).values())
         if owners:
             report.add("mapped", *where, f"synonym {canonical!r} ({len(forms)} forms) → value of entity "
@@ -849,11 +861,9 @@ def import_rasa(source: str | Path, out: str | Path, name: str | None = None) ->
         if table in values:
             report.add("mapped", where.file, where.line, f"lookup table {table!r} ({len(entries)} entries) → "
                        f"entity {table!r}")
-        else:
-            entities_out.append({"name": table, "pattern": _entity_pattern([e.text for e in entries]),
-                                 "description": f"imported Rasa lookup table ({len(entries)} entries)"})
-            report.add("mapped", where.file, where.line, f"lookup table {table!r} ({len(entries)} entries) → "
-                       f"entity {table!r} (no annotated example)")
+        else:  # in Rasa a lookup table without an entity of its name is only a featurizer input
+            report.add("dropped", where.file, where.line, f"lookup table {table!r} ({len(entries)} entries): no "
+                       "annotated entity of that name (in Rasa it only feeds the featurizer)")
     for rx_name, patterns in project.regexes.items():
         for p in patterns:
             report.add("dropped", p.file, p.line, f"regex {rx_name!r}: a Rasa regex feature (a classifier input), "
