@@ -877,6 +877,7 @@ def import_rasa(source: str | Path, out: str | Path, name: str | None = None) ->
 
     # held-out
     heldout_out: list[dict] = []
+    leaked = 0
     for text, rasa_name, where in project.heldout:
         plain, _, _ = parse_annotated(text)
         lx = names.get(rasa_name)
@@ -885,6 +886,7 @@ def import_rasa(source: str | Path, out: str | Path, name: str | None = None) ->
                        "not in the imported domain")
             continue
         heldout_out.append({"text": plain, "intent": lx})
+        leaked += normalize(plain) in seen
     if heldout_out:
         report.add("mapped", project.heldout[0][2].file, 1, f"{len(heldout_out)} held-out NLU test examples → "
                    "eval/heldout.yml (never trained on)")
@@ -902,6 +904,7 @@ def import_rasa(source: str | Path, out: str | Path, name: str | None = None) ->
         _dump(out / "eval" / "heldout.yml", {"examples": heldout_out})
     report.summary = {"intents": len(intents_out), "training examples": n_examples,
                       "entities": len(entities_out), "held-out examples": len(heldout_out),
+                      "held-out examples also in the training data (they inflate held-out accuracy)": leaked,
                       "intents with a response": sum(1 for i in intents_out if "response" in i)}
     (out / "import-report.md").write_text(report.to_markdown(), "utf-8")
     return RasaImport(out, report, len(intents_out), n_examples, len(heldout_out))
