@@ -228,7 +228,7 @@ def test_rasa1_markdown_project_round_trips(tmp_path, demo_encoder):
     book_line = RASA1_STORIES.splitlines().index("## book") + 1
     assert re.search(rf"`data/stories.md:{book_line}` story 'book' .*needs dialogue state", report)
     assert "`data/stories.md:1` story 'greet' → response of 'greet'" in report
-    assert re.search(r"`domain.yml:\d+` response 'utter_greet': 2 variants, only the first", report)
+    assert re.search(r"`domain.yml:\d+` response 'utter_greet': 2 variants, one is kept", report)
     assert re.search(r"`domain.yml:\d+` response 'utter_bye': buttons not imported", report)
     assert re.search(r"`domain.yml:\d+` custom action 'action_search_flights'", report)
     assert re.search(r"`tests/test_nlu.md:\d+` held-out example 'will it rain': intent 'weather'", report)
@@ -287,3 +287,23 @@ def test_broken_source_names_file_and_line_and_writes_nothing(tmp_path):
     with pytest.raises(ImportError_) as exc:
         import_rasa(src, tmp_path / "out")
     assert exc.value.problems == ["data/nlu.yml:2: nlu item without `examples`"]
+
+
+def test_rasa3_details_conditional_responses_metadata_and_action_options(tmp_path):
+    src = tmp_path / "rasa3"
+    (src / "data").mkdir(parents=True)
+    (src / "data" / "nlu.yml").write_text(
+        'version: "3.1"\nnlu:\n- intent: greet\n  examples: |\n    - hi\n    - hello\n'
+        '- intent: bye\n  examples:\n  - text: bye\n  - text: ciao\n    metadata: {sentiment: neutral}\n', "utf-8")
+    (src / "domain.yml").write_text(
+        'version: "3.1"\nactions:\n- action_lookup:\n    send_domain: true\n- utter_greet\nresponses:\n'
+        '  utter_greet:\n  - text: "hey {name}"\n    condition:\n    - type: slot\n      name: vip\n      value: true\n'
+        '  - text: "hello!"\n', "utf-8")
+    import_rasa(src, tmp_path / "out")
+    domain = load_domain(tmp_path / "out")
+    assert domain.intent("greet").response == "hello!"  # the unconditional variant
+    assert domain.intent("bye").examples == ["bye", "ciao"]
+    report = (tmp_path / "out" / "import-report.md").read_text("utf-8")
+    assert "`data/nlu.yml:10` example metadata is not imported" in report
+    assert "`domain.yml:3` custom action 'action_lookup'" in report
+    assert "`domain.yml:8` response 'utter_greet': condition not imported" in report

@@ -292,9 +292,11 @@ class _Reader:
                     name = next(iter(item)) if isinstance(item, dict) else str(item)
                     self.project.entities_declared[name] = _Located(display, value.item_lines[i])
             elif is_domain and key in ("slots", "forms", "actions"):
-                for name in (value or []):
+                for i, name in enumerate(value or []):
                     where = value.value_lines.get(str(name), (line,))[0] if isinstance(value, _LDict) else \
-                        value.item_lines[list(value).index(name)]
+                        value.item_lines[i]
+                    if isinstance(name, dict):  # Rasa 3: `- action_x: {send_domain: true}`
+                        name = next(iter(name), "")
                     what = {"slots": "slot", "forms": "form", "actions": "custom action"}[key]
                     reason = {"slot": "Lingxi flows keep their own slots; set them in flows/*.yml",
                               "form": "no automatic form → flow mapping; rebuild it as a flow in flows/*.yml",
@@ -328,6 +330,8 @@ class _Reader:
         elif isinstance(block, list):
             for i, entry in enumerate(block):
                 text = entry.get("text") if isinstance(entry, dict) else entry
+                if isinstance(entry, dict) and "metadata" in entry:
+                    self.report.add("dropped", display, block.item_lines[i], "example metadata is not imported")
                 if isinstance(text, str) and text.strip():
                     out.append(_Example(display, block.item_lines[i], text.strip()))
         else:
@@ -598,6 +602,7 @@ def _response_text(name: str, project: RasaProject, report: ImportReport, used: 
         return None
     variants, where = found
     texts = [v for v in variants if isinstance(v, dict) and isinstance(v.get("text"), str)]
+    texts.sort(key=lambda v: "condition" in v or "channel" in v)  # an unconditional variant first (stable)
     if not texts:
         if name not in used:
             report.add("dropped", where.file, where.line, f"response {name!r} has no text variant "
@@ -609,7 +614,7 @@ def _response_text(name: str, project: RasaProject, report: ImportReport, used: 
         first = texts[0]
         if len(variants) > 1:
             report.add("approximated", where.file, where.line, f"response {name!r}: {len(variants)} variants, "
-                       "only the first is kept (Rasa picks one at random)")
+                       "one is kept (the first without a condition or channel; Rasa picks at random)")
         lost = sorted(k for v in variants if isinstance(v, dict) for k in v if k != "text")
         if lost:
             report.add("dropped", where.file, where.line, f"response {name!r}: {', '.join(sorted(set(lost)))} "
