@@ -307,3 +307,10 @@ def test_rasa3_details_conditional_responses_metadata_and_action_options(tmp_pat
     assert "`data/nlu.yml:10` example metadata is not imported" in report
     assert "`domain.yml:3` custom action 'action_lookup'" in report
     assert "`domain.yml:8` response 'utter_greet': condition not imported" in report
+
+
+def test_validate_on_a_rasa_project_points_to_the_importer(tmp_path):
+    src = _rasa1_project(tmp_path / "rasa1")
+    proc = _cli("validate", str(src), "--no-similarity")
+    assert proc.returncode == 1
+    assert f"lingxi import rasa {src} --out" in proc.stderr and "Traceback" not in proc.stderr
