@@ -73,9 +73,13 @@ class RuleSpec(_Spec):
 
 
 class EntityPatternSpec(_Spec):
+    """A named regex; ``values`` maps a matched text (case-insensitive) to the value to report, e.g. the
+    canonical value of a synonym (``{"nyc": "New York"}``, Rasa's entity synonyms)."""
+
     name: str
     pattern: str
     description: str | None = None
+    values: dict[str, str] | None = None
 
 
 class CategorySpec(_Spec):

@@ -24,6 +24,7 @@ Exit status of the command: 0 without ERROR, 1 with ERROR (or with WARNING under
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -495,9 +496,23 @@ def cmd_validate(args) -> int:
     print(f"{report.domain}: {counts['ERROR']} error(s), {counts['WARNING']} warning(s), {counts['INFO']} info")
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=2), "utf-8")
+    if report.has_errors and _looks_like_rasa(Path(args.domain)):
+        print(f"{args.domain} looks like a Rasa project: convert it first with "
+              f"`lingxi import rasa {args.domain} --out DOMAIN_DIR`", file=sys.stderr)
     if report.has_errors or (args.strict and counts["WARNING"]):
         return 1
     return 0
+
+
+def _looks_like_rasa(root: Path) -> bool:
+    """A Rasa project has ``data/`` NLU files or a ``domain.yml`` whose ``version`` is a string."""
+    if any((root / "data" / name).is_file() for name in ("nlu.yml", "nlu.md", "nlu.json")):
+        return True
+    try:
+        head = (root / "domain.yml").read_text("utf-8")[:2000]
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(re.search(r"^version:\s*[\"']\d", head, re.M))  # Rasa: "3.1"; Lingxi: 1
 
 
 def add_validate_parser(subparsers) -> None:

@@ -357,7 +357,8 @@ class EntityExtractor:
     """Extract typed entities from one message; cheap to construct, compiled on first use.
 
     ``patterns`` are a bot's domain regexes (Python ``re`` syntax, applied to the normalised
-    text as given, like :mod:`lingxi.datasets.domain` validates them). A name equal to a
+    text as given, like :mod:`lingxi.datasets.domain` validates them); ``values`` maps, per
+    pattern name, a matched text (case-insensitive) to the value reported (synonyms). A name equal to a
     built-in type replaces that built-in; other names add types. Domain matches win ties.
     """
 
@@ -366,9 +367,12 @@ class EntityExtractor:
                                 "number": 10}
     DOMAIN_PRIORITY = 100
 
-    def __init__(self, patterns: dict[str, str] | None = None, timezone: str = "Asia/Shanghai") -> None:
+    def __init__(self, patterns: dict[str, str] | None = None, timezone: str = "Asia/Shanghai",
+                 values: dict[str, dict[str, str]] | None = None) -> None:
         self.patterns = dict(patterns or {})
         self.timezone = timezone
+        # per domain entity: matched text (lower-cased) -> reported value (a synonym's canonical value)
+        self.values = {name: {k.lower(): v for k, v in mapping.items()} for name, mapping in (values or {}).items()}
 
     # ---- lazily built state
 
@@ -416,9 +420,11 @@ class EntityExtractor:
             now = now.astimezone(tz)
         candidates: list[tuple[int, Entity]] = []
         for name, rx in self._domain:
+            mapping = self.values.get(name, {})
             for m in rx.finditer(text):
                 if m.end() > m.start():
-                    candidates.append((self.DOMAIN_PRIORITY, Entity(name, m.group(), m.group(), m.start(),
+                    value = mapping.get(m.group().lower(), m.group())
+                    candidates.append((self.DOMAIN_PRIORITY, Entity(name, value, m.group(), m.start(),
                                                                     m.end(), 1.0, "regex")))
         for name, fn in self._builtins:
             prio = self.PRIORITY[name]

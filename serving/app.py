@@ -40,6 +40,7 @@ from .loading import LocalSource, ModelHolder, RegistrySource, serving_encoder
 from .metrics import metrics_endpoint
 from .observability import RequestMetricsMiddleware, add_request_id_header
 from .openapi_errors import complete_openapi
+from .rasa_compat import rasa_parse
 from .registry_api import registry_router
 from .server import request_threads
 from .settings import Settings
@@ -274,7 +275,7 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> Litesta
         route_handlers=[healthz, readyz, parse, model_info, models_overview, reload_model, kb_router,
                         conversations_router, events_router, metrics_endpoint, assets, registry_router,
                         web_router, keys_router, insights_router, handoff_router,
-                        agents_router, chatwoot_router],
+                        agents_router, chatwoot_router, rasa_parse],
         state=state,
         lifespan=[lifespan, events_lifespan, kb_lifespan, dialogue_lifespan, handoff_lifespan, limits_lifespan],
         exception_handlers=EXCEPTION_HANDLERS,

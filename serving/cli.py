@@ -338,9 +338,20 @@ def cmd_eval_intent(args) -> int:
     return 0
 
 
+def package_version() -> str:
+    """The installed distribution's version (what ``pip`` and bug reports need)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lingxi")
+    except PackageNotFoundError:
+        return "unknown (not installed as a package)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lingxi", description="Lingxi (灵犀): Chinese-first customer-service NLU")
     parser.add_argument("--config", help="settings file (TOML); default ./lingxi.toml if present")
+    parser.add_argument("--version", action="version", version=f"lingxi {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def model_options(p):
@@ -454,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lingxi.datasets.validate import add_validate_parser
 
     add_validate_parser(sub)
+    from lingxi.datasets.importers.command import add_import_parser
+
+    add_import_parser(sub)
     from lingxi.serving.dialogue_cli import add_dialogue_parser
 
     add_dialogue_parser(sub)

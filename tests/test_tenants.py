@@ -162,6 +162,7 @@ def probes(a: dict) -> dict[tuple[str, str], dict]:
         ("GET", "/healthz"): {},
         ("GET", "/readyz"): {},
         ("POST", "/v1/parse"): {"json": {"text": "我要退款", "conversation_id": cid}, "expect": {200}},
+        ("POST", "/model/parse"): {"json": {"text": "我要退款"}, "expect": {200}},
         ("GET", "/v1/model"): {"expect": {200}},
         ("GET", "/v1/models"): {"expect": {403}},
         ("POST", "/v1/admin/reload"): {"expect": {403}},
