@@ -204,6 +204,7 @@ def play_case(case: Case, send: Send, cid: str, own_article: Mapping[str, str] |
     wrong = clarified = fell_back = handed_off = False
     sent = 0
     empty = 0
+    routing = {"group": [0, 0], "priority": [0, 0]}  # [right, expected] over turns that name them
     latencies: list[float] = []
     d = case.defaults
     for i, spec in enumerate(case.turns):
@@ -233,6 +234,12 @@ def play_case(case: Case, send: Send, cid: str, own_article: Mapping[str, str] |
                 record["clicked"] = clicked
                 record["got"] = obs.summary()
             problems = check(expect, obs, own_article)
+            handed = bool(obs.handoff or obs.leave_message)
+            for key, want, got in (("group", expect.skill_group, obs.skill_group),
+                                   ("priority", expect.priority, obs.priority)):
+                if want:
+                    routing[key][1] += 1
+                    routing[key][0] += int(handed and got == want)
             record["expected"] = _expectation(expect)
             record["problems"] = problems
             record["passed"] = not problems
@@ -257,7 +264,7 @@ def play_case(case: Case, send: Send, cid: str, own_article: Mapping[str, str] |
     return {"id": case.id, "category": case.category, "file": case.file, "line": case.line, "resolved": resolved,
             "wrong": wrong, "clarified": clarified, "fell_back": fell_back, "handed_off": handed_off,
             "turns_sent": sent, "judged_turns": len(judged), "passed_turns": sum(t["passed"] for t in judged),
-            "empty_replies": empty, "latency_ms": latencies, "turns": turns_out,
+            "empty_replies": empty, "latency_ms": latencies, "turns": turns_out, "routing": routing,
             "out_of_scope_turns": sum(1 for t, spec in zip(turns_out, case.turns, strict=False)
                                       if spec.expect is not None and spec.expect.out_of_scope),
             "out_of_scope_clean": sum(1 for t, spec in zip(turns_out, case.turns, strict=False)
@@ -293,7 +300,17 @@ def _rates(cases: Sequence[dict]) -> dict[str, float | int | None]:
         "english_cases": len(english),
         "english_answered_in_english_rate": sum(c["english_ok"] for c in english) / len(english) if english else None,
         "empty_replies": sum(c["empty_replies"] for c in cases),
+        # the handoff's suggested group and priority, on the turns that expect one (a turn that did
+        # not hand off counts as wrong)
+        "routing_turns": sum(c["routing"]["group"][1] for c in cases),
+        "routing_group_accuracy": _share(cases, "group"),
+        "routing_priority_accuracy": _share(cases, "priority"),
     }
+
+
+def _share(cases: Sequence[dict], key: str) -> float | None:
+    expected = sum(c["routing"][key][1] for c in cases)
+    return sum(c["routing"][key][0] for c in cases) / expected if expected else None
 
 
 def run_bot_benchmark(cases: Sequence[Case], send: Send, out_dir: str | Path, *, dataset: str, model: dict,
@@ -352,6 +369,8 @@ def bot_page(results: dict, errors: Sequence[dict]) -> Page:
         ("correct resolution", pct(results.get("correct_resolution_rate")), f"{results['cases']} cases"),
         ("wrong answers", pct(results.get("wrong_answer_rate")), "of all cases"),
         ("out of scope given no article", pct(results.get("out_of_scope_no_article_rate")), ""),
+        ("handoff routing: group / priority right", f"{pct(results.get('routing_group_accuracy'))} / "
+         f"{pct(results.get('routing_priority_accuracy'))}", f"{results.get('routing_turns', 0)} turns"),
         ("English answered in English", pct(results.get("english_answered_in_english_rate")),
          f"{results.get('english_cases')} cases"),
         ("turns passed", pct(results.get("turn_pass_rate")), f"{results.get('judged_turns')} judged turns"),

@@ -239,6 +239,9 @@ def cmd_eval_bot(args) -> int:
         print(f"out of scope given no article {r['out_of_scope_no_article_rate']:.1%}; English answered in English "
               f"{(r.get('english_answered_in_english_rate') or 0):.1%} of {r['english_cases']}; "
               f"empty replies {r['empty_replies']}")
+    if r.get("routing_turns"):
+        print(f"handoff routing on {r['routing_turns']} turns: group right {r['routing_group_accuracy']:.1%}, "
+              f"priority right {(r.get('routing_priority_accuracy') or 0):.1%}")
     print(f"wrote {out / 'results.json'}")
     return 0
 

@@ -96,4 +96,5 @@ def test_lingxi_eval_bot_runs_cases_through_the_served_engine(trained_demo, demo
     early = next(p for p in predictions if p["id"] == "early-handoff")
     assert early["handed_off"] and early["turns"][0]["released"] and not early["turns"][0]["passed"]
     assert early["turns"][1]["passed"], early["turns"][1]
+    assert results["routing_turns"] == 0 and results["routing_group_accuracy"] is None
     assert "correct resolution" in capsys.readouterr().out
