@@ -193,7 +193,7 @@ def test_a_help_question_gets_an_article_card_and_a_vote_is_stored_for_it(page, 
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # the server's impression goes through its event writer
         stored = store.query("default", types=["vote", "impression"])
-        kinds = {(e.payload.type, e.payload.article_id, e.payload.search_id) for e in stored}
+        kinds = {(e.type, e.payload.article_id, e.payload.search_id) for e in stored}
         if {("vote", card_sent["id"], card_sent["search_id"]),
                 ("impression", card_sent["id"], card_sent["search_id"])} <= kinds:
             break

@@ -138,7 +138,7 @@ def test_two_replicas_share_conversations_knowledge_and_keys(replicas):
 
         # a key revoked through one replica is refused by the other at once
         listed = clients[1].get("/v1/keys", headers={"X-API-Key": admin}).json()
-        widget_id = next(k["key_id"] for k in listed if k["name"] == "widget")
+        widget_id = next(k["key_id"] for k in listed if k["name"] == "shop backend")
         assert clients[1].delete(f"/v1/keys/{widget_id}", headers={"X-API-Key": admin}).status_code == 200
         for c in clients:
             r = c.post("/v1/parse", json={"text": "我要退款"}, headers={"X-API-Key": widget})
