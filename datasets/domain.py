@@ -401,22 +401,8 @@ def _check_rule(rule: RuleSpec, display: str, node: yaml.Node | None, i: int) ->
 
 def load_eval_set(root: str | Path) -> tuple[list[HeldoutExample], list[str]]:
     """Held-out examples and out-of-scope utterances from ``root/eval/`` (empty lists when absent)."""
-    root = Path(root)
-    examples: list[HeldoutExample] = []
-    oos: list[str] = []
-    problems: list[Problem] = []
-    for path in sorted((root / "eval").glob("*.y*ml")) if (root / "eval").is_dir() else []:
-        display = str(path.relative_to(root))
-        try:
-            spec, _ = read_yaml(path, display, DomainFile)
-        except DomainError as exc:
-            problems.extend(exc.problems)
-            continue
-        examples.extend(spec.examples)
-        oos.extend(spec.out_of_scope)
-    if problems:
-        raise DomainError(problems)
-    return examples, oos
+    held = load_calibration_set(root)
+    return held.examples, held.out_of_scope
 
 
 @dataclass
