@@ -162,3 +162,41 @@ def api(live: LiveServer, method: str, path: str, role: str = "admin", **kwargs)
     import httpx
 
     return httpx.request(method, live.base + path, headers={"X-API-Key": KEYS[role]}, timeout=120, **kwargs)
+
+
+# ------------------------------------------------------------------ talking to the widget
+
+
+def expect(locator):
+    """Playwright's ``expect``, imported late so the module loads without playwright (tests skip)."""
+    from playwright.sync_api import expect as _expect
+
+    return _expect(locator)
+
+
+def is_message_post(response) -> bool:
+    return response.request.method == "POST" and response.url.endswith("/messages")
+
+
+def say(page, text: str) -> dict:
+    """Type ``text`` into the open widget and return the server's reply to it."""
+    box = page.get_by_role("textbox", name="输入消息")
+    with page.expect_response(is_message_post) as response:
+        box.fill(text)
+        box.press("Enter")
+    assert response.value.ok, response.value.text()
+    expect(box).to_have_value("")
+    return response.value.json()
+
+
+def at_time(page, iso: str) -> None:
+    """Stamp the widget's conversation requests with a fixed time (business hours are the server's rule)."""
+    import json
+
+    def stamp(route):
+        body = route.request.post_data_json or {}
+        body["timestamp"] = iso
+        route.continue_(post_data=json.dumps(body))
+
+    page.route("**/v1/conversations", stamp)
+    page.route("**/v1/conversations/*/messages", stamp)

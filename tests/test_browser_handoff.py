@@ -9,7 +9,7 @@ import time
 import pytest
 
 pytest.register_assert_rewrite("browser_support")
-from browser_support import KEYS, shot  # noqa: E402
+from browser_support import KEYS, at_time, expect, say, shot  # noqa: E402
 
 pytest_plugins = ["browser_support"]  # fixtures: live_server, browser, page
 
@@ -17,40 +17,8 @@ WIDGET = "#lingxi-chat"
 MORNING = "2026-11-23T10:00:00+08:00"  # a Monday inside service hours (9:00-22:00)
 
 
-def expect(locator):
-    from playwright.sync_api import expect as _expect
-
-    return _expect(locator)
-
-
-def is_message_post(response) -> bool:
-    return response.request.method == "POST" and response.url.endswith("/messages")
-
-
-def say(page, text: str) -> dict:
-    box = page.get_by_role("textbox", name="输入消息")
-    with page.expect_response(is_message_post) as response:
-        box.fill(text)
-        box.press("Enter")
-    assert response.value.ok, response.value.text()
-    expect(box).to_have_value("")
-    return response.value.json()
-
-
-def stamp_morning(page) -> None:
-    import json
-
-    def stamp(route):
-        body = route.request.post_data_json or {}
-        body["timestamp"] = MORNING
-        route.continue_(post_data=json.dumps(body))
-
-    page.route("**/v1/conversations", stamp)
-    page.route("**/v1/conversations/*/messages", stamp)
-
-
 def test_an_agent_answers_from_the_inbox_and_the_widget_shows_it_live(page, browser, live_server):
-    stamp_morning(page)
+    at_time(page, MORNING)
     page.goto(live_server.demo_url())
     page.get_by_role("button", name="打开在线客服").click()
     expect(page.locator(f"{WIDGET} .msg.bot").first).to_be_visible()
@@ -110,7 +78,7 @@ def test_an_agent_answers_from_the_inbox_and_the_widget_shows_it_live(page, brow
 
 
 def test_a_long_wait_with_no_agent_offers_to_leave_a_message(page, live_server):
-    stamp_morning(page)
+    at_time(page, MORNING)
     page.goto(live_server.demo_url())
     page.get_by_role("button", name="打开在线客服").click()
     first = say(page, "转人工")

@@ -12,7 +12,7 @@ import time
 import pytest
 
 pytest.register_assert_rewrite("browser_support")
-from browser_support import ARTIFACTS, api, shot, widget_gzip_bytes  # noqa: E402
+from browser_support import ARTIFACTS, api, at_time, expect, is_message_post, say, shot, widget_gzip_bytes  # noqa: E402
 
 pytest_plugins = ["browser_support"]  # fixtures: live_server, browser, page
 
@@ -21,43 +21,11 @@ MORNING = "2026-11-23T10:00:00+08:00"  # a Monday inside service hours (9:00-22:
 NIGHT = "2026-11-23T23:00:00+08:00"
 
 
-def expect(locator):
-    from playwright.sync_api import expect as _expect
-
-    return _expect(locator)
-
-
-def is_message_post(response) -> bool:
-    return response.request.method == "POST" and response.url.endswith("/messages")
-
-
 def open_widget(page, live, fragment: str = ""):
     page.goto(live.demo_url(fragment))
     page.get_by_role("button", name="打开在线客服").click()
     expect(page.locator(f"{WIDGET} .msg.bot").first).to_be_visible()
     return page.get_by_role("textbox", name="输入消息")
-
-
-def say(page, text: str) -> dict:
-    box = page.get_by_role("textbox", name="输入消息")
-    with page.expect_response(is_message_post) as response:
-        box.fill(text)
-        box.press("Enter")
-    assert response.value.ok, response.value.text()
-    expect(box).to_have_value("")
-    return response.value.json()
-
-
-def at_time(page, iso: str) -> None:
-    """Stamp the widget's conversation requests with a fixed time (business hours are the server's rule)."""
-
-    def stamp(route):
-        body = route.request.post_data_json or {}
-        body["timestamp"] = iso
-        route.continue_(post_data=json.dumps(body))
-
-    page.route("**/v1/conversations", stamp)
-    page.route("**/v1/conversations/*/messages", stamp)
 
 
 def conversation_id(page) -> str:
